@@ -1,0 +1,1 @@
+"""The project's configuration files, read by `providers.Configuration`."""

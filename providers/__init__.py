@@ -1,0 +1,17 @@
+"""Service providers and the bootstrap that runs them."""
+
+from providers.bootstrap import bootstrap, project_root
+from providers.configuration import Configuration, ConfigurationError
+from providers.environment import env
+from providers.provider import ServiceProvider
+from providers.queue_provider import QueueProvider
+
+__all__ = [
+    "Configuration",
+    "ConfigurationError",
+    "QueueProvider",
+    "ServiceProvider",
+    "bootstrap",
+    "env",
+    "project_root",
+]

@@ -1,0 +1,31 @@
+"""The contract every driver keeps."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from queueing.payload import Envelope
+
+
+class Driver(ABC):
+    """Moves envelopes; it never decides retries or failures (the runner does).
+
+    `channel` means what the seed says it means for each driver: for `amqp`,
+    `async`, `sync` and the fake it names the queue; for `database` it names
+    the connection, and the queue is given separately.
+    """
+
+    name: str = "driver"
+    default_queue: str = "default"
+
+    def queue_for(self, channel: str | None, queue: str | None) -> str:
+        """Return the queue name a push with this `channel`/`queue` goes to."""
+        return queue or channel or self.default_queue
+
+    @abstractmethod
+    def push(self, envelopes: Sequence[Envelope], channel: str | None = None) -> None:
+        """Queue `envelopes` (already signed); return once the driver holds them."""
+
+    def close(self) -> None:  # noqa: B027 - most drivers hold nothing to close
+        """Release connections and threads the driver holds."""

@@ -1,0 +1,223 @@
+"""The one execution path: how any driver runs a job and decides what happens next.
+
+`JobRunner.run` takes one attempt of an envelope: it verifies and loads the
+body, builds the job (an uninstantiated class is made by this process's
+container), calls its callback through the container, and reports an
+`Outcome`. Retry counting, delays, the `failed()` callback and the failed-job
+store are decided here, once, for every driver; drivers only move envelopes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from container import Container
+from queueing.clock import Clock, SystemClock
+from queueing.failed import FailedJob, FailedJobStore
+from queueing.job import Queueable, retry_policy
+from queueing.payload import CorruptPayloadError, Envelope, ForgedPayloadError, Signer
+
+logger = logging.getLogger("queueing.execution")
+
+
+class Outcome(enum.StrEnum):
+    """What became of one attempt."""
+
+    DONE = "done"
+    RETRY = "retry"
+    FAILED = "failed"
+    PARKED = "parked"
+
+
+class JobError(Exception):
+    """A job cannot be run as pushed (no such callback, nothing callable)."""
+
+
+@dataclass
+class Result:
+    """The outcome of one attempt, small enough to send between processes.
+
+    `error` holds the exception itself only in the process that ran the job;
+    `error_text` and `traceback` travel everywhere.
+    """
+
+    envelope: Envelope
+    outcome: Outcome
+    duration: float
+    retry_in: float = 0.0
+    error_text: str = ""
+    traceback: str = ""
+    error: BaseException | None = field(default=None, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["error"] = None  # exceptions do not always pickle; the text does
+        return state
+
+
+class JobRunner:
+    """Runs attempts of envelopes with the retry and failure policy of the queue."""
+
+    def __init__(
+        self,
+        container: Container,
+        signer: Signer,
+        failed_store: FailedJobStore,
+        clock: Clock | None = None,
+    ) -> None:
+        self.container = container
+        self.signer = signer
+        self.failed_store = failed_store
+        self.clock = clock or SystemClock()
+
+    def run(self, envelope: Envelope) -> Result:
+        """Run one attempt of `envelope`, whose `attempts` already counts it."""
+        started = time.perf_counter()
+        try:
+            job = self.signer.load(envelope.body)
+        except (ForgedPayloadError, CorruptPayloadError) as refusal:
+            return self._park(envelope, refusal, started)
+
+        obj = job["obj"]
+        policy = retry_policy(obj)
+        instance: Any = obj if not isinstance(obj, type) else None
+        try:
+            if isinstance(obj, type):
+                instance = self.container.make(obj)
+            function = self._callable(instance, job["callback"], envelope.name)
+            self.container.call(function, *job["args"], **job["kwargs"])
+        except Exception as error:
+            return self._after_error(envelope, job, instance, policy, error, started)
+        return Result(envelope, Outcome.DONE, time.perf_counter() - started)
+
+    def run_until_settled(
+        self,
+        envelope: Envelope,
+        report: Callable[[Result], None] | None = None,
+        attempt: Callable[[Envelope], Result] | None = None,
+    ) -> Result:
+        """Run `envelope` to the end in this thread, sleeping out its wait and retry delays.
+
+        `attempt` runs one attempt (default: `run` here); `report` sees every result.
+        """
+        attempt = attempt or self.run
+        self.clock.sleep(envelope.available_at - self.clock.now())
+        while True:
+            envelope = envelope.started()
+            result = attempt(envelope)
+            if report is not None:
+                report(result)
+            if result.outcome is not Outcome.RETRY:
+                return result
+            self.clock.sleep(result.retry_in)
+            envelope = envelope.later(self.clock.now())
+
+    def abandon(self, envelope: Envelope, error: Exception) -> Result:
+        """Settle an attempt that ended without a result (its process died, it timed out).
+
+        The attempt counts; the job's retry policy decides between a retry and
+        failure, but `failed()` is not called, since no instance of the job
+        survives in this process.
+        """
+        started = time.perf_counter()
+        try:
+            job = self.signer.load(envelope.body)
+        except (ForgedPayloadError, CorruptPayloadError) as refusal:
+            return self._park(envelope, refusal, started)
+        return self._after_error(envelope, job, None, retry_policy(job["obj"]), error, started)
+
+    # Steps ------------------------------------------------------------------------
+
+    @staticmethod
+    def _callable(instance: Any, callback: str, name: str) -> Callable[..., Any]:
+        # Looked up before the call, so an AttributeError raised *inside* the
+        # callback is reported as itself, never as a missing method.
+        method = getattr(instance, callback, None)
+        if callable(method):
+            return method
+        if isinstance(instance, Queueable):
+            raise JobError(f"job {name} has no method {callback!r} to run")
+        if callable(instance):
+            return instance
+        raise JobError(f"{name} is not callable and has no method {callback!r}")
+
+    def _after_error(
+        self,
+        envelope: Envelope,
+        job: dict[str, Any],
+        instance: Any,
+        policy: Queueable | None,
+        error: Exception,
+        started: float,
+    ) -> Result:
+        duration = time.perf_counter() - started
+        text = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+        if isinstance(instance, Queueable):
+            policy = instance
+        if policy is not None and envelope.attempts < policy.attempts_allowed():
+            delay = policy.delay_before_retry(envelope.attempts)
+            return Result(envelope, Outcome.RETRY, duration, delay, text, trace, error)
+
+        if isinstance(instance, Queueable):
+            self._call_failed(instance, self._failed_payload(envelope, job), error)
+        elif policy is not None:
+            logger.error(
+                "job %s (%s): failed() not called, the job could not be built: %s",
+                envelope.id,
+                envelope.name,
+                text,
+            )
+        self._store(FailedJob.from_error(envelope, error, self.clock.now()))
+        return Result(envelope, Outcome.FAILED, duration, 0.0, text, trace, error)
+
+    def _park(self, envelope: Envelope, refusal: Exception, started: float) -> Result:
+        reason = getattr(refusal, "reason", "corrupt")
+        logger.error("job %s refused without loading it (%s): %s", envelope.id, reason, refusal)
+        self._store(FailedJob.from_error(envelope, refusal, self.clock.now(), reason=reason))
+        return Result(
+            envelope,
+            Outcome.PARKED,
+            time.perf_counter() - started,
+            0.0,
+            f"{type(refusal).__name__}: {refusal}",
+            "",
+            refusal,
+        )
+
+    def _call_failed(self, instance: Queueable, payload: dict[str, Any], error: Exception) -> None:
+        try:
+            instance.failed(payload, error)
+        except Exception:
+            logger.exception("failed() of job %s raised; the worker goes on", payload["id"])
+
+    def _store(self, failure: FailedJob) -> None:
+        try:
+            self.failed_store.store(failure)
+        except Exception:
+            logger.exception(
+                "could not store failed job %s; its details follow in the log",
+                failure.envelope.id,
+            )
+            logger.error("failed job %s: %s", failure.envelope.metadata(), failure.traceback)
+
+    @staticmethod
+    def _failed_payload(envelope: Envelope, job: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "obj": job["obj"],
+            "args": job["args"],
+            "kwargs": job["kwargs"],
+            "callback": job["callback"],
+            "created": job["created"],
+            "ran": envelope.attempts,
+            "id": envelope.id,
+            "name": envelope.name,
+            "queue": envelope.queue,
+            "driver": envelope.driver,
+        }

@@ -1,0 +1,233 @@
+"""The one wire format of the queue, shared by every driver.
+
+A pushed item becomes an `Envelope`: metadata any driver can store and read
+without unpickling (id, job name, queue, driver, created, attempts, when it is
+due) around a signed body. The body is the cloudpickled job (`obj`, `args`,
+`kwargs`, `callback`, ...) behind an HMAC-SHA256 of those bytes made with the
+application key. `Signer.load` checks the HMAC before it unpickles anything,
+so a body that someone else wrote is refused without ever being loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import inspect
+import json
+import pickle
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import cloudpickle
+import pendulum
+
+MAGIC = b"QJ1"
+DIGEST_SIZE = hashlib.sha256().digest_size
+MINIMUM_KEY_BYTES = 16
+MAKE_KEY_HINT = "run `craft key --store` to make one"
+
+
+class PayloadError(Exception):
+    """A payload could not be made or read."""
+
+
+class MissingKeyError(PayloadError):
+    """No usable application key is configured, so nothing can be signed or verified."""
+
+
+class ForgedPayloadError(PayloadError):
+    """The body's signature does not match: it was not written with our key."""
+
+    reason = "signature"
+
+
+class CorruptPayloadError(PayloadError):
+    """The bytes are not a payload of ours (truncated, garbled or foreign)."""
+
+    reason = "corrupt"
+
+
+def decode_key(key: str | bytes | None) -> bytes:
+    """Turn the configured key (`base64:...` or plain text) into HMAC key bytes."""
+    if key is None or (isinstance(key, str | bytes) and not key.strip()):
+        raise MissingKeyError(f"no application key is configured (APP_KEY): {MAKE_KEY_HINT}")
+    if isinstance(key, bytes):
+        raw = key
+    elif key.startswith("base64:"):
+        try:
+            raw = base64.b64decode(key.removeprefix("base64:"), validate=True)
+        except ValueError as error:
+            raise MissingKeyError(
+                f"the application key is not valid base64 ({error}): {MAKE_KEY_HINT}"
+            ) from error
+    else:
+        raw = key.encode()
+    if len(raw) < MINIMUM_KEY_BYTES:
+        raise MissingKeyError(
+            f"the application key is too short ({len(raw)} bytes, at least "
+            f"{MINIMUM_KEY_BYTES} needed): {MAKE_KEY_HINT}"
+        )
+    return raw
+
+
+class Signer:
+    """Signs bodies on push and verifies them before they are unpickled."""
+
+    def __init__(self, key: str | bytes | None) -> None:
+        try:
+            self._key: bytes | None = decode_key(key)
+            self._problem: MissingKeyError | None = None
+        except MissingKeyError as problem:
+            self._key, self._problem = None, problem
+
+    @property
+    def ready(self) -> bool:
+        """Say whether a usable key is configured."""
+        return self._key is not None
+
+    def require_key(self) -> bytes:
+        """Return the key, or raise `MissingKeyError` saying how to make one."""
+        if self._key is None:
+            assert self._problem is not None
+            raise MissingKeyError(str(self._problem))
+        return self._key
+
+    def dump(self, job: dict[str, Any]) -> bytes:
+        """Pickle `job` and return the signed body."""
+        key = self.require_key()
+        try:
+            body = cloudpickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            raise PayloadError(f"cannot serialize {job.get('name')}: {error}") from error
+        return MAGIC + hmac.digest(key, body, "sha256") + body
+
+    def verify(self, signed: bytes) -> bytes:
+        """Return the pickled body of `signed` once its signature checks out."""
+        key = self.require_key()
+        if not isinstance(signed, bytes | bytearray | memoryview):
+            raise CorruptPayloadError(f"payload is {type(signed).__name__}, not bytes")
+        signed = bytes(signed)
+        if not signed.startswith(MAGIC) or len(signed) <= len(MAGIC) + DIGEST_SIZE:
+            raise CorruptPayloadError("payload does not start with a signed header")
+        mac_end = len(MAGIC) + DIGEST_SIZE
+        mac, body = signed[len(MAGIC) : mac_end], signed[mac_end:]
+        if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
+            raise ForgedPayloadError("payload signature does not match the application key")
+        return body
+
+    def load(self, signed: bytes) -> dict[str, Any]:
+        """Verify `signed`, then unpickle and return the job dict."""
+        body = self.verify(signed)
+        try:
+            job = pickle.loads(body)
+        except Exception as error:
+            raise CorruptPayloadError(f"signed payload cannot be loaded: {error}") from error
+        if not isinstance(job, dict) or "obj" not in job:
+            raise CorruptPayloadError("signed payload is not a job")
+        return job
+
+
+def job_name(obj: Any) -> str:
+    """Return the dotted name that identifies `obj` in logs, tables and headers."""
+    if isinstance(obj, functools.partial):
+        return job_name(obj.func)
+    if inspect.ismethod(obj):
+        target = obj.__func__
+    elif isinstance(obj, type) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        target = obj
+    else:
+        target = type(obj)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def iso_now(now: float) -> str:
+    """Return `now` (epoch seconds) as ISO-8601 with the local offset."""
+    return pendulum.from_timestamp(now, tz=pendulum.local_timezone()).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One queued job: metadata readable without unpickling, and the signed body.
+
+    `attempts` counts the attempts started so far; a driver increments it when
+    it hands the job out to run. `available_at` is when the job is due, in
+    epoch seconds.
+    """
+
+    id: str
+    name: str
+    queue: str
+    driver: str
+    created: str
+    available_at: float
+    body: bytes = field(repr=False)
+    attempts: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        """Return every field but the body, as JSON-friendly values."""
+        data = asdict(self)
+        del data["body"]
+        return data
+
+    def to_bytes(self) -> bytes:
+        """Return the envelope as one byte string: a JSON header line, then the body."""
+        return json.dumps(self.metadata(), separators=(",", ":")).encode() + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        """Read bytes written by `to_bytes` (raises `CorruptPayloadError`)."""
+        header, separator, body = bytes(data).partition(b"\n")
+        try:
+            if not separator:
+                raise ValueError("no header line")
+            return cls(**json.loads(header), body=body)
+        except (ValueError, TypeError) as error:
+            raise CorruptPayloadError(f"envelope cannot be read: {error}") from error
+
+    def started(self) -> Envelope:
+        """Return a copy counting one more attempt."""
+        return replace(self, attempts=self.attempts + 1)
+
+    def later(self, available_at: float) -> Envelope:
+        """Return a copy due at `available_at`."""
+        return replace(self, available_at=available_at)
+
+
+def seal(
+    signer: Signer,
+    obj: Any,
+    *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    callback: str,
+    queue: str,
+    driver: str,
+    now: float,
+    delay: float,
+) -> Envelope:
+    """Serialize and sign one pushed item into an `Envelope`."""
+    identifier = uuid.uuid4().hex
+    name = job_name(obj)
+    created = iso_now(now)
+    job = {
+        "obj": obj,
+        "args": tuple(args),
+        "kwargs": dict(kwargs),
+        "callback": callback,
+        "id": identifier,
+        "name": name,
+        "created": created,
+    }
+    return Envelope(
+        id=identifier,
+        name=name,
+        queue=queue,
+        driver=driver,
+        created=created,
+        available_at=now + delay,
+        body=signer.dump(job),
+    )
