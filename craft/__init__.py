@@ -1,0 +1,1 @@
+"""`craft`, the project's console: thin commands over the library."""

@@ -1,0 +1,5 @@
+"""Run `craft` as `python -m craft`."""
+
+from craft.cli import main
+
+main()

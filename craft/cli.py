@@ -1,0 +1,52 @@
+"""The `craft` entry point: a Click group, and one clear line for every error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from craft.commands import REGISTERED
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Jobs and queues: make jobs and keys, migrate, run and inspect workers.
+
+    Run craft from the project root (the folder holding config/).
+    """
+
+
+for command in REGISTERED:
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Run craft; any failure becomes one line on stderr and a non-zero exit."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cli.main(prog_name="craft", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("craft: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "craft"
+        click.echo(f"craft: {error.format_message()} (see '{command} --help')", err=True)
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get("CRAFT_DEBUG"):
+            traceback.print_exc()
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        click.echo(f"craft: {type(error).__name__}: {message}".rstrip(": "), err=True)
+        sys.exit(1)
+    sys.exit(0)
