@@ -1,7 +1,7 @@
 """The application: its name, its key and its service providers."""
 
 from app.providers.AppProvider import AppProvider
-from providers import QueueProvider
+from providers import DatabaseProvider, QueueProvider
 from providers.environment import env
 
 NAME = env("APP_NAME", "queue-app")
@@ -12,4 +12,4 @@ KEY = env("APP_KEY", None, cast=False)
 
 DEBUG = env("APP_DEBUG", False)
 
-PROVIDERS = [AppProvider, QueueProvider]
+PROVIDERS = [AppProvider, DatabaseProvider, QueueProvider]

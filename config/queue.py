@@ -3,7 +3,7 @@
 from providers.environment import env
 
 # The driver `Queue.push` uses; `queue.driver("name")` picks another per push.
-DRIVER = env("QUEUE_DRIVER", "async")
+DRIVER = env("QUEUE_DRIVER", "database")
 
 DRIVERS = {
     "async": {
@@ -20,4 +20,17 @@ DRIVERS = {
     "sync": {
         "raise_errors": False,
     },
+    "database": {
+        # The connection (from config/database.py) holding queue_jobs.
+        "channel": env("QUEUE_DATABASE_CONNECTION", "sqlite"),
+        # The queue a push goes to when it names none.
+        "queue": "default",
+        # Seconds a reserved job stays leased before another worker may take
+        # it; a running worker keeps extending the lease of its job.
+        "retry_after": 90,
+    },
 }
+
+# The connection whose failed_jobs table keeps failed jobs of every driver
+# (None: the default connection of config/database.py).
+FAILED_CONNECTION = env("QUEUE_FAILED_CONNECTION", None)

@@ -2,6 +2,7 @@
 
 from providers.bootstrap import bootstrap, project_root
 from providers.configuration import Configuration, ConfigurationError
+from providers.database_provider import DatabaseProvider
 from providers.environment import env
 from providers.provider import ServiceProvider
 from providers.queue_provider import QueueProvider
@@ -9,6 +10,7 @@ from providers.queue_provider import QueueProvider
 __all__ = [
     "Configuration",
     "ConfigurationError",
+    "DatabaseProvider",
     "QueueProvider",
     "ServiceProvider",
     "bootstrap",

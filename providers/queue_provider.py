@@ -9,7 +9,10 @@ from container import Container
 from providers.configuration import Configuration, ConfigurationError
 from providers.provider import ServiceProvider
 from queueing import FailedJobStore, JobRunner, LoggingFailedJobStore, Queue, Signer
+from queueing.connections import Connections
 from queueing.drivers import AsyncDriver, Driver, SyncDriver
+from queueing.drivers.database import DatabaseDriver
+from queueing.failed import DatabaseFailedJobStore
 
 DriverBuilder = Callable[[Container, dict[str, Any]], Driver]
 
@@ -31,10 +34,24 @@ def _build_sync(container: Container, settings: dict[str, Any]) -> Driver:
     return SyncDriver(container.make(JobRunner), raise_errors=bool(settings.get("raise_errors")))
 
 
+def _build_database(container: Container, settings: dict[str, Any]) -> Driver:
+    if not container.has(Connections):
+        raise ConfigurationError(
+            "the database queue driver needs DatabaseProvider in config/application.py PROVIDERS"
+        )
+    return DatabaseDriver(
+        container.make(Connections),
+        connection=settings.get("channel"),
+        queue=settings.get("queue", "default"),
+        retry_after=float(settings.get("retry_after", 90)),
+    )
+
+
 # Each driver: how to build it, and the settings it understands.
 DRIVERS: dict[str, tuple[DriverBuilder, frozenset[str]]] = {
     "async": (_build_async, frozenset({"mode", "workers", "blocking", "exit_grace"})),
     "sync": (_build_sync, frozenset({"raise_errors"})),
+    "database": (_build_database, frozenset({"channel", "queue", "retry_after"})),
 }
 
 
@@ -48,7 +65,10 @@ class QueueProvider(ServiceProvider):
 
     `config/queue.py` names the default driver in `DRIVER` and each driver's
     settings in `DRIVERS`; the `sync` driver is always available. The key
-    comes from `config/application.py` `KEY`.
+    comes from `config/application.py` `KEY`. Failed jobs of every driver go
+    to the `failed_jobs` table of `FAILED_CONNECTION` (default: the default
+    database connection) when `DatabaseProvider` is listed; otherwise, or
+    while the table is missing, they are logged.
     """
 
     def register(self) -> None:
@@ -58,7 +78,13 @@ class QueueProvider(ServiceProvider):
         default, settings = read_queue_config(configuration)
 
         container.instance(Signer, Signer(configuration.get("application", "KEY")))
-        if not container.has(FailedJobStore):
+        failed_connection = configuration.get("queue", "FAILED_CONNECTION")
+        if container.has(Connections):
+            container.singleton(
+                FailedJobStore,
+                lambda: DatabaseFailedJobStore(container.make(Connections), failed_connection),
+            )
+        else:
             container.singleton(FailedJobStore, LoggingFailedJobStore)
         container.singleton(JobRunner)
         for name, driver_settings in settings.items():

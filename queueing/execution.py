@@ -35,6 +35,18 @@ class Outcome(enum.StrEnum):
     PARKED = "parked"
 
 
+class Interrupted(BaseException):
+    """Raised inside a running job by the worker; a BaseException so jobs do not swallow it."""
+
+
+class TimedOut(Interrupted):
+    """The job ran past the worker's `--timeout`: the attempt fails."""
+
+
+class ShuttingDown(Interrupted):
+    """The worker is stopping and its grace period ended: the job goes back unspent."""
+
+
 class JobError(Exception):
     """A job cannot be run as pushed (no such callback, nothing callable)."""
 
@@ -92,6 +104,10 @@ class JobRunner:
                 instance = self.container.make(obj)
             function = self._callable(instance, job["callback"], envelope.name)
             self.container.call(function, *job["args"], **job["kwargs"])
+        except TimedOut as timeout:
+            error = TimeoutError(str(timeout))
+            error.__traceback__ = timeout.__traceback__
+            return self._after_error(envelope, job, instance, policy, error, started)
         except Exception as error:
             return self._after_error(envelope, job, instance, policy, error, started)
         return Result(envelope, Outcome.DONE, time.perf_counter() - started)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import os
 import socket
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlalchemy import delete, insert, inspect, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from queueing.connections import Connections
 from queueing.payload import Envelope
+from queueing.schema import failed_jobs
 
 logger = logging.getLogger("queueing.failed")
 
@@ -75,3 +84,215 @@ class LoggingFailedJobStore:
             failure.message,
             failure.traceback,
         )
+
+
+@dataclass(frozen=True)
+class StoredFailure:
+    """One row of `failed_jobs`, as the operator commands show it."""
+
+    id: int
+    uuid: str
+    driver: str
+    connection: str | None
+    queue: str
+    name: str
+    reason: str
+    exception_type: str
+    message: str
+    traceback: str
+    attempts: int
+    created: str
+    host: str
+    pid: int
+    failed_at: dt.datetime
+    payload: bytes = field(repr=False)
+
+    def envelope(self, now: float) -> Envelope:
+        """Return the job as a fresh envelope, due `now`, with no attempts spent."""
+        return Envelope(
+            id=self.uuid,
+            name=self.name,
+            queue=self.queue,
+            driver=self.driver,
+            created=self.created,
+            available_at=now,
+            body=self.payload,
+            attempts=0,
+        )
+
+    def summary(self) -> dict[str, object]:
+        """Return the row without its payload and traceback, JSON-friendly."""
+        return {
+            "id": self.id,
+            "uuid": self.uuid,
+            "job": self.name,
+            "queue": self.queue,
+            "driver": self.driver,
+            "connection": self.connection,
+            "reason": self.reason,
+            "exception": f"{self.exception_type}: {self.message}".strip(),
+            "attempts": self.attempts,
+            "failed_at": _aware(self.failed_at).isoformat(),
+        }
+
+
+Requeue = Callable[[Connection, StoredFailure], None]
+
+
+class FailedTableMissingError(RuntimeError):
+    """The `failed_jobs` table does not exist on the configured connection."""
+
+
+class DatabaseFailedJobStore:
+    """Keeps failed jobs in the `failed_jobs` table of one connection.
+
+    While the table does not exist, failures go to `fallback` (the log) with a
+    hint; once `craft migrate` creates it, they are stored, with no restart.
+    """
+
+    def __init__(
+        self,
+        connections: Connections,
+        connection: str | None = None,
+        fallback: FailedJobStore | None = None,
+    ) -> None:
+        self.connections = connections
+        self.connection = connection or connections.default
+        self.fallback = fallback or LoggingFailedJobStore()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the connection holding `failed_jobs`."""
+        return self.connections.engine(self.connection)
+
+    def available(self) -> bool:
+        """Say whether the `failed_jobs` table exists."""
+        with self.engine.connect() as connection:
+            return inspect(connection).has_table(failed_jobs.name)
+
+    def store(self, failure: FailedJob) -> None:
+        """Insert `failure`; without the table, log it instead."""
+        envelope = failure.envelope
+        row = {
+            "uuid": envelope.id,
+            "driver": envelope.driver,
+            "connection": self.connection if envelope.driver == "database" else None,
+            "queue": envelope.queue,
+            "name": envelope.name[:255],
+            "payload": envelope.body,
+            "reason": failure.reason,
+            "exception_type": failure.exception_type[:255],
+            "message": failure.message,
+            "traceback": failure.traceback,
+            "attempts": envelope.attempts,
+            "created": envelope.created[:64],
+            "host": failure.host[:255],
+            "pid": failure.pid,
+            "failed_at": dt.datetime.fromtimestamp(failure.failed_at, dt.UTC),
+        }
+        try:
+            with self.engine.begin() as connection:
+                # A job failing again after a retry replaces its earlier record.
+                connection.execute(delete(failed_jobs).where(failed_jobs.c.uuid == envelope.id))
+                connection.execute(insert(failed_jobs), row)
+        except (OperationalError, ProgrammingError) as error:
+            if self.available():
+                raise
+            logger.warning("failed_jobs does not exist on %r (%s)", self.connection, error.orig)
+            self.fallback.store(failure)
+
+    def all(
+        self,
+        queue: str | None = None,
+        name: str | None = None,
+        since: dt.datetime | None = None,
+        driver: str | None = None,
+    ) -> list[StoredFailure]:
+        """Return stored failures, oldest first, filtered by queue, job name, time or driver."""
+        query = select(failed_jobs).order_by(failed_jobs.c.id)
+        if queue:
+            query = query.where(failed_jobs.c.queue == queue)
+        if name:
+            query = query.where((failed_jobs.c.name == name) | failed_jobs.c.name.like(f"%.{name}"))
+        if since:
+            query = query.where(failed_jobs.c.failed_at >= _naive_if_needed(self.engine, since))
+        if driver:
+            query = query.where(failed_jobs.c.driver == driver)
+        with self._reading() as connection:
+            return [_stored(row) for row in connection.execute(query)]
+
+    def find(self, identifier: int | str) -> StoredFailure | None:
+        """Return the failure with this row id or job uuid, or None."""
+        with self._reading() as connection:
+            row = connection.execute(select(failed_jobs).where(_matching(identifier))).first()
+        return _stored(row) if row is not None else None
+
+    def forget(self, identifier: int | str) -> bool:
+        """Delete one failure; say whether it existed."""
+        with self._writing() as connection:
+            return connection.execute(delete(failed_jobs).where(_matching(identifier))).rowcount > 0
+
+    def flush(self) -> int:
+        """Delete every failure; return how many."""
+        with self._writing() as connection:
+            return connection.execute(delete(failed_jobs)).rowcount
+
+    def retry(self, identifier: int | str, requeue: Requeue) -> StoredFailure | None:
+        """Hand one failure to `requeue`, and delete it in the same transaction.
+
+        `requeue` gets this transaction's connection, so a job going back to a
+        `queue_jobs` table on the same database is inserted atomically with
+        the delete; a crash between the two never loses it. Returns the
+        failure, or None when there is no such row.
+        """
+        with self._writing() as connection:
+            query = select(failed_jobs).where(_matching(identifier))
+            if connection.dialect.name != "sqlite":
+                query = query.with_for_update()
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            failure = _stored(row)
+            requeue(connection, failure)
+            connection.execute(delete(failed_jobs).where(failed_jobs.c.id == failure.id))
+        return failure
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._writing() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except (OperationalError, ProgrammingError) as error:
+            if not self.available():
+                raise FailedTableMissingError(
+                    f"table failed_jobs does not exist on connection {self.connection!r}: "
+                    "run craft queue:table --failed and craft migrate"
+                ) from error
+            raise
+
+
+def _matching(identifier: int | str) -> Any:
+    text = str(identifier).strip()
+    if text.isdigit():
+        return failed_jobs.c.id == int(text)
+    return failed_jobs.c.uuid == text
+
+
+def _stored(row: Any) -> StoredFailure:
+    values = dict(row._mapping)
+    values["payload"] = bytes(values["payload"])
+    return StoredFailure(**values)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _naive_if_needed(engine: Engine, value: dt.datetime) -> dt.datetime:
+    value = _aware(value).astimezone(dt.UTC)
+    return value.replace(tzinfo=None) if engine.dialect.name != "postgresql" else value

@@ -63,4 +63,3 @@ def make_key(store: bool, force: bool, if_missing: bool) -> None:
         path.touch(mode=0o600)
     set_key(str(path), "APP_KEY", key, quote_mode="never")
     click.echo("APP_KEY written to .env")
-

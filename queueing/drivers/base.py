@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from queueing.payload import Envelope
 
 
+class DriverUnavailableError(RuntimeError):
+    """The driver's server (database, broker) cannot be reached right now."""
+
+
 class Driver(ABC):
     """Moves envelopes; it never decides retries or failures (the runner does).
 

@@ -1,0 +1,38 @@
+"""Push the example jobs: `python -m app.examples` from the project root.
+
+Then run them with `craft queue:work --stop-when-empty`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from providers import bootstrap
+from queueing import Queue
+
+
+def notify_slack(channel: str, text: str) -> None:
+    """A plain function works as a job too; it runs once and has no failed() callback."""
+    print(f"[{channel}] {text}", flush=True)
+
+
+def main() -> int:
+    """Push a welcome email, a delayed one, a function, and an image resize that fails."""
+    container = bootstrap()
+    # Imported after bootstrap, which puts the project root on sys.path.
+    from app.jobs.ResizeImage import ResizeImage
+    from app.jobs.SendWelcomeEmail import SendWelcomeEmail
+
+    queue = container.make(Queue)
+    pushed = [
+        *queue.push(SendWelcomeEmail, args=["ada@example.com"]),
+        *queue.push(SendWelcomeEmail, args=["grace@example.com"], wait="2 seconds"),
+        *queue.push(notify_slack, args=["#signups", "two new users"]),
+        *queue.push(ResizeImage, args=["storage/uploads/missing.png"]),
+    ]
+    print(f"pushed {len(pushed)} jobs to the {queue.default} driver: {', '.join(pushed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Create the queue_jobs table, where the database driver keeps pending jobs.
+
+Revision ID: 6c6a1df912f9
+Revises: (none)
+Created: 2026-11-24T15:47:00+00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+revision = "6c6a1df912f9"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "queue_jobs",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True, autoincrement=True,
+        ),
+        sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+        sa.Column("queue", sa.String(191), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column(
+            "payload", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("available_at", sa.BigInteger(), nullable=False),
+        sa.Column("reserved_until", sa.BigInteger(), nullable=True),
+        sa.Column("reserved_by", sa.String(255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index(
+        "queue_jobs_queue_available_at_index", "queue_jobs", ["queue", "available_at", "id"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("queue_jobs")

@@ -1,0 +1,77 @@
+"""Database connections by name, each a `records.Database` over a SQLAlchemy engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import records
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+
+class UnknownConnectionError(LookupError):
+    """A connection name that `config/database.py` does not define."""
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and `BEGIN IMMEDIATE` so reserving a job is one write transaction."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Connections:
+    """Opens each named database on first use and keeps it for the process."""
+
+    def __init__(self, urls: Mapping[str, str], default: str) -> None:
+        self.urls = dict(urls)
+        self.default = default
+        self._databases: dict[str, records.Database] = {}
+        self._lock = threading.Lock()
+
+    def url(self, name: str | None = None) -> str:
+        """Return the URL of connection `name` (the default when None)."""
+        name = name or self.default
+        if name not in self.urls:
+            raise UnknownConnectionError(
+                f"no database connection named {name!r} in config/database.py "
+                f"(defined: {', '.join(sorted(self.urls))})"
+            )
+        return self.urls[name]
+
+    def database(self, name: str | None = None) -> records.Database:
+        """Return the `records.Database` of connection `name`."""
+        name = name or self.default
+        url = self.url(name)
+        with self._lock:
+            if name not in self._databases:
+                options: dict[str, object] = {"pool_pre_ping": True}
+                if make_url(url).get_backend_name() != "sqlite":
+                    options["pool_recycle"] = 1800
+                database = records.Database(url, **options)
+                if database.get_engine().dialect.name == "sqlite":
+                    _configure_sqlite(database.get_engine())
+                self._databases[name] = database
+            return self._databases[name]
+
+    def engine(self, name: str | None = None) -> Engine:
+        """Return the SQLAlchemy engine of connection `name`."""
+        return self.database(name).get_engine()
+
+    def close(self) -> None:
+        """Close every open connection pool."""
+        with self._lock:
+            databases, self._databases = list(self._databases.values()), {}
+        for database in databases:
+            database.close()

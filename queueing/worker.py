@@ -1,0 +1,317 @@
+"""The worker: takes jobs from a driver, runs them, and settles each one.
+
+This is the one place where worker policy lives: leases kept alive while a
+job runs, `--timeout`, stopping on SIGTERM/SIGINT, reconnecting with backoff
+when the broker or database goes away, and the line printed per job. What to
+do after an attempt (done, retry, fail) is the runner's decision; the worker
+carries it out with the driver's acknowledge / release / bury.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from queueing.drivers.base import DriverUnavailableError
+from queueing.execution import JobRunner, Outcome, Result, ShuttingDown, TimedOut
+from queueing.payload import Envelope
+from queueing.reporting import result_line, short_name
+
+logger = logging.getLogger("queueing.worker")
+
+MAX_BACKOFF = 30.0
+
+
+class Held(Protocol):
+    """A job a worker holds, as a driver hands it out."""
+
+    @property
+    def envelope(self) -> Envelope:
+        """The job, with `attempts` counting the one about to run."""
+        ...
+
+
+class ReservingDriver(Protocol):
+    """What a driver offers workers: take a job, then settle it."""
+
+    name: str
+
+    def reserve(self, queues: Sequence[str], channel: str | None = None) -> Any | None:
+        """Take the next due job of the first queue that has one, or None."""
+        ...
+
+    def acknowledge(self, held: Any) -> bool:
+        """The job is done: remove it."""
+        ...
+
+    def release(self, held: Any, delay: float = 0.0, count_attempt: bool = True) -> bool:
+        """Put the job back, due in `delay` seconds."""
+        ...
+
+    def bury(self, held: Any) -> bool:
+        """The job failed for good and is stored: remove it."""
+        ...
+
+
+@dataclass
+class WorkerOptions:
+    """How a worker runs; each field is a `craft queue:work` option."""
+
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    channel: str | None = None
+    # Exit once the queues hold nothing left to run, delayed jobs and retries
+    # included (jobs other workers hold do not count).
+    stop_when_empty: bool = False
+    max_jobs: int | None = None
+    max_time: float | None = None
+    timeout: float | None = None
+    sleep: float = 1.0
+    grace: float = 30.0
+    quiet: bool = False
+
+
+class Worker:
+    """Runs jobs from one driver until told to stop."""
+
+    def __init__(
+        self,
+        driver: ReservingDriver,
+        runner: JobRunner,
+        options: WorkerOptions,
+        output: Callable[[str], None] | None = None,
+        errors: Callable[[str], None] | None = None,
+    ) -> None:
+        self.driver = driver
+        self.runner = runner
+        self.options = options
+        self.output = output or (lambda line: print(line, flush=True))
+        self.errors = errors or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.processed = 0
+        self._stopping = False
+        self._wake = threading.Event()
+        self._in_job = False
+        self._timeout_at: float | None = None
+        self._grace_at: float | None = None
+        self._backoff = 0.0
+
+    # Running ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped, empty (with `stop_when_empty`) or a limit is reached."""
+        self.runner.signer.require_key()
+        restore = self._install_signals()
+        started = time.monotonic()
+        try:
+            while not self._stopping:
+                if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
+                    break
+                if (
+                    self.options.max_time is not None
+                    and time.monotonic() - started >= self.options.max_time
+                ):
+                    break
+                held = self._reserve()
+                if held is None:
+                    if self.options.stop_when_empty and self._backoff == 0 and self._empty():
+                        break
+                    self._idle()
+                    continue
+                self._process(held)
+        finally:
+            restore()
+        return 0
+
+    def stop(self) -> None:
+        """Ask the worker to stop after the job in hand."""
+        self._stopping = True
+        self._wake.set()
+
+    def _reserve(self) -> Any | None:
+        try:
+            held = self.driver.reserve(self.options.queues, self.options.channel)
+        except DriverUnavailableError as error:
+            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+            self.errors(f"{self.driver.name} unavailable, retrying in {self._backoff:g}s: {error}")
+            return None
+        if self._backoff:
+            self.errors(f"{self.driver.name} reachable again")
+        self._backoff = 0.0
+        return held
+
+    def _empty(self) -> bool:
+        """Say whether nothing is left to run: no due, delayed or retrying job."""
+        waiting = getattr(self.driver, "waiting", None)
+        try:
+            return waiting is None or not waiting(self.options.queues, self.options.channel)
+        except DriverUnavailableError:
+            return False
+
+    def _idle(self) -> None:
+        wait = self._backoff or self.options.sleep
+        waiter = getattr(self.driver, "wait_for_jobs", None)
+        if waiter is not None and not self._backoff:
+            waiter(self.options.queues, self.options.channel, wait, self._wake)
+        else:
+            self._wake.wait(wait)
+        self._wake.clear()
+
+    def _process(self, held: Any) -> None:
+        envelope: Envelope = held.envelope
+        keeper = _LeaseKeeper(self.driver, held)
+        keeper.start()
+        try:
+            result = self._attempt(envelope)
+        except ShuttingDown:
+            result = None
+        finally:
+            keeper.stop()
+        if result is None:
+            self._settle(lambda: self.driver.release(held, 0.0, count_attempt=False))
+            self.output(
+                f"{_stamp()}  {short_name(envelope.name)}  {envelope.id[:12]}  {envelope.queue}  "
+                "released (worker stopping)"
+            )
+            return
+        if result.outcome is Outcome.DONE:
+            self._settle(lambda: self.driver.acknowledge(held))
+        elif result.outcome is Outcome.RETRY:
+            self._settle(lambda: self.driver.release(held, result.retry_in))
+        else:
+            self._settle(lambda: self.driver.bury(held))
+            self.errors(f"job {envelope.id} {result.outcome}: {result.error_text}")
+            if result.traceback and not self.options.quiet:
+                self.errors(result.traceback.rstrip())
+        self.processed += 1
+        if not self.options.quiet:
+            self.output(result_line(result))
+
+    def _attempt(self, envelope: Envelope) -> Result:
+        """Run one attempt under the timeout and the shutdown grace."""
+        if self.options.timeout:
+            self._timeout_at = time.monotonic() + self.options.timeout
+        self._in_job = True
+        self._arm()
+        try:
+            return self.runner.run(envelope)
+        finally:
+            self._in_job = False
+            self._timeout_at = None
+            self._disarm()
+
+    def _settle(self, action: Callable[[], bool]) -> None:
+        """Carry out acknowledge/release/bury, retrying until the driver answers."""
+        delay = 1.0
+        while True:
+            try:
+                if not action():
+                    logger.warning("the job's lease had been lost; another worker may run it")
+                return
+            except DriverUnavailableError as error:
+                if self._grace_at is not None and time.monotonic() > self._grace_at:
+                    self.errors(f"giving up settling the job while stopping: {error}")
+                    return
+                self.errors(f"{self.driver.name} unavailable, settling again in {delay:g}s")
+                time.sleep(delay)
+                delay = min(MAX_BACKOFF, delay * 2)
+
+    # Signals ----------------------------------------------------------------------
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            if self.options.timeout:
+                logger.warning("--timeout needs the main thread; jobs will not be timed out")
+            return lambda: None
+        previous = {
+            number: signal.signal(number, self._on_stop_signal)
+            for number in (signal.SIGTERM, signal.SIGINT)
+        }
+        previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
+
+        def restore() -> None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+        return restore
+
+    def _on_stop_signal(self, number: int, _frame: Any) -> None:
+        if self._stopping:
+            self.errors(f"second {signal.Signals(number).name}: exiting now")
+            sys.stdout.flush()
+            os._exit(1)
+        self.errors(
+            f"{signal.Signals(number).name} received: stopping after the job in hand "
+            f"(up to {self.options.grace:g}s)"
+        )
+        self._grace_at = time.monotonic() + self.options.grace
+        self.stop()
+        if self._in_job:
+            self._arm()
+
+    def _on_alarm(self, _number: int, _frame: Any) -> None:
+        if not self._in_job:
+            return
+        now = time.monotonic()
+        if self._grace_at is not None and now >= self._grace_at:
+            raise ShuttingDown(
+                f"the worker is stopping and the {self.options.grace:g}s grace ended"
+            )
+        if self._timeout_at is not None and now >= self._timeout_at:
+            raise TimedOut(f"job timed out after {self.options.timeout:g}s")
+        self._arm()
+
+    def _arm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        deadlines = [at for at in (self._timeout_at, self._grace_at) if at is not None]
+        if deadlines:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, min(deadlines) - time.monotonic()))
+
+    def _disarm(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class _LeaseKeeper:
+    """Extends the lease of the job in hand, for drivers that lease (`extend`)."""
+
+    def __init__(self, driver: Any, held: Any) -> None:
+        self._extend = getattr(driver, "extend", None)
+        lease = getattr(driver, "retry_after", None)
+        self._every = max(0.5, lease / 3) if lease else None
+        self._held = held
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._extend is None or self._every is None:
+            return
+        self._thread = threading.Thread(target=self._keep, name="queue-lease", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                if not self._extend(self._held):
+                    logger.warning("lost the lease of job %s", self._held.envelope.id)
+                    return
+            except Exception as error:
+                logger.warning(
+                    "could not extend the lease of job %s: %s", self._held.envelope.id, error
+                )
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
