@@ -329,7 +329,9 @@ def queue_status(driver: str | None, channel: str | None, as_json: bool) -> None
         rows.append(
             {
                 "driver": target.name,
-                "connection": entry.connection if entry else (channel or ""),
+                "connection": entry.connection
+                if entry
+                else (channel or getattr(target, "connection", "")),
                 "queue": name,
                 "pending": entry.pending if entry else 0,
                 "delayed": entry.delayed if entry else 0,
