@@ -270,18 +270,24 @@ def queue_retry(ids: tuple[str, ...], everything: bool, as_json: bool) -> None:
 
 @click.command("queue:forget")
 @click.argument("identifier")
-def queue_forget(identifier: str) -> None:
-    """Delete one failed job."""
+@json_option
+def queue_forget(identifier: str, as_json: bool) -> None:
+    """Delete one failed job (by id or uuid)."""
     if not _run(lambda: _store().forget(identifier)):
         raise CraftError(f"no failed job with id {identifier!r}")
-    click.echo(f"forgot failed job {identifier}")
+    _report(as_json, {"forgotten": identifier}, f"forgot failed job {identifier}")
 
 
 @click.command("queue:flush")
-def queue_flush() -> None:
+@json_option
+def queue_flush(as_json: bool) -> None:
     """Delete every failed job."""
     count = _run(lambda: _store().flush())
-    click.echo(f"deleted {count} failed job(s)")
+    _report(as_json, {"deleted": count}, f"deleted {count} failed job(s)")
+
+
+def _report(as_json: bool, data: dict[str, Any], text: str) -> None:
+    click.echo(json.dumps(data) if as_json else text)
 
 
 # Pending jobs ---------------------------------------------------------------------------
@@ -292,7 +298,10 @@ def queue_flush() -> None:
 @click.option("--channel", "-c", default=None, help="amqp: the queue; database: the connection.")
 @click.option("--queue", "-q", default=None, help="Only this queue (default: every queue).")
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
-def queue_clear(driver: str | None, channel: str | None, queue: str | None, force: bool) -> None:
+@json_option
+def queue_clear(
+    driver: str | None, channel: str | None, queue: str | None, force: bool, as_json: bool
+) -> None:
     """Delete pending jobs that no worker holds."""
     target = _driver(driver)
     clear = getattr(target, "clear", None)
@@ -302,7 +311,7 @@ def queue_clear(driver: str | None, channel: str | None, queue: str | None, forc
     if not force and not click.confirm(f"Delete the pending jobs of {what} on {target.name}?"):
         raise CraftError("nothing deleted")
     count = _run(lambda: clear(queue=queue, channel=channel))
-    click.echo(f"deleted {count} pending job(s)")
+    _report(as_json, {"deleted": count}, f"deleted {count} pending job(s)")
 
 
 @click.command("queue:status")
