@@ -228,12 +228,19 @@ class Container:
         try:
             return get_type_hints(target)
         except Exception:
-            # Unresolvable forward references: fall back to what is evaluated.
-            return {
-                name: parameter.annotation
-                for name, parameter in inspect.signature(target).parameters.items()
-                if not isinstance(parameter.annotation, str)
-            }
+            # One annotation that cannot be evaluated must not hide the others.
+            namespace = getattr(inspect.unwrap(target), "__globals__", {})
+            hints: dict[str, Any] = {}
+            for name, parameter in inspect.signature(target).parameters.items():
+                annotation = parameter.annotation
+                if isinstance(annotation, str):
+                    try:
+                        annotation = eval(annotation, namespace)
+                    except Exception:
+                        continue
+                if annotation is not _MISSING:
+                    hints[name] = annotation
+            return hints
 
     def _explain(self, key: Any, error: Exception) -> ResolutionError:
         """Turn a failure inside punq into a message naming what is missing."""

@@ -45,8 +45,9 @@ class ManualClock:
             return self._now
 
     def sleep(self, seconds: float) -> None:
-        """Advance the clock instead of sleeping."""
-        self.advance(seconds)
+        """Advance the clock instead of sleeping (a wait already over advances nothing)."""
+        if seconds > 0:
+            self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by `seconds`."""

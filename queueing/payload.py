@@ -111,7 +111,7 @@ class Signer:
             raise CorruptPayloadError(f"payload is {type(signed).__name__}, not bytes")
         signed = bytes(signed)
         if not signed.startswith(MAGIC) or len(signed) <= len(MAGIC) + DIGEST_SIZE:
-            raise CorruptPayloadError("payload does not start with a signed header")
+            raise ForgedPayloadError("payload is not signed")
         mac_end = len(MAGIC) + DIGEST_SIZE
         mac, body = signed[len(MAGIC) : mac_end], signed[mac_end:]
         if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):

@@ -26,7 +26,7 @@ from queueing.drivers.base import Driver
 from queueing.execution import JobRunner, Outcome, Result
 from queueing.failed import FailedJobStore, LoggingFailedJobStore
 from queueing.manager import Queue
-from queueing.payload import Envelope, Signer
+from queueing.payload import Envelope, Signer, job_name
 
 
 @dataclass
@@ -62,7 +62,10 @@ class PushedJob:
             return self.envelope.name == job or self.envelope.name.endswith(f".{job}")
         if self.obj is job:
             return True
-        return isinstance(job, type) and isinstance(self.obj, job)
+        if isinstance(job, type):
+            return isinstance(self.obj, job)
+        # Closures and lambdas are pickled by value, so compare by name.
+        return callable(job) and job_name(job) == self.envelope.name
 
 
 class _RecordingDriver(Driver):
