@@ -29,6 +29,33 @@ DRIVERS = {
         # it; a running worker keeps extending the lease of its job.
         "retry_after": 90,
     },
+    "amqp": {
+        # RabbitMQ. Credentials go to the broker as they are, so any character
+        # is fine here; port None means 5672 and vhost None means "/".
+        "username": env("QUEUE_AMQP_USERNAME", "guest", cast=False),
+        "password": env("QUEUE_AMQP_PASSWORD", "guest", cast=False),
+        "host": env("QUEUE_AMQP_HOST", "127.0.0.1", cast=False),
+        "port": env("QUEUE_AMQP_PORT", 5672),
+        "vhost": env("QUEUE_AMQP_VHOST", None, cast=False),
+        # The queue a push goes to when it names none.
+        "channel": env("QUEUE_AMQP_CHANNEL", "default", cast=False),
+        # Or one URL instead of the parts above, special characters
+        # percent-encoded: amqp://user:p%40ss@host:5672/%2F
+        "url": env("QUEUE_AMQP_URL", None, cast=False),
+        # Tries to open a connection, and tries to publish a message (a new
+        # connection each) before a push raises.
+        "connection_attempts": env("QUEUE_AMQP_CONNECTION_ATTEMPTS", 3),
+        "publish_attempts": env("QUEUE_AMQP_PUBLISH_ATTEMPTS", 3),
+        # Seconds between heartbeats (None: the broker's choice). Workers keep
+        # them flowing while a job runs, however long it takes.
+        "heartbeat": env("QUEUE_AMQP_HEARTBEAT", 60),
+        # Messages a worker holds unacknowledged per queue it takes from: the
+        # one running, plus the ones already on their way to it.
+        "prefetch": env("QUEUE_AMQP_PREFETCH", 1),
+        # Seconds a push waits while the broker blocks publishers (low on
+        # memory or disk) before it gives up.
+        "blocked_connection_timeout": 60,
+    },
 }
 
 # The connection whose failed_jobs table keeps failed jobs of every driver

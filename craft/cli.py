@@ -28,6 +28,7 @@ def main() -> None:
     """Run craft; any failure becomes one line on stderr and a non-zero exit."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # the amqp driver reports in one line
     try:
         cli.main(prog_name="craft", standalone_mode=False)
     except click.exceptions.Abort:

@@ -11,6 +11,7 @@ from providers.provider import ServiceProvider
 from queueing import FailedJobStore, JobRunner, LoggingFailedJobStore, Queue, Signer
 from queueing.connections import Connections
 from queueing.drivers import AsyncDriver, Driver, SyncDriver
+from queueing.drivers.amqp import AmqpDriver
 from queueing.drivers.database import DatabaseDriver
 from queueing.failed import DatabaseFailedJobStore
 
@@ -47,11 +48,49 @@ def _build_database(container: Container, settings: dict[str, Any]) -> Driver:
     )
 
 
+def _build_amqp(container: Container, settings: dict[str, Any]) -> Driver:
+    heartbeat = settings.get("heartbeat", 60)
+    blocked = settings.get("blocked_connection_timeout", 60)
+    return AmqpDriver(
+        host=settings.get("host") or "127.0.0.1",
+        port=settings.get("port"),
+        username=str(settings.get("username", "guest")),
+        password=str(settings.get("password", "guest")),
+        vhost=settings.get("vhost"),
+        queue=settings.get("channel") or "default",
+        url=settings.get("url") or None,
+        connection_attempts=int(settings.get("connection_attempts", 3)),
+        heartbeat=None if heartbeat is None else int(heartbeat),
+        prefetch=int(settings.get("prefetch", 1)),
+        publish_attempts=int(settings.get("publish_attempts", 3)),
+        blocked_connection_timeout=None if blocked is None else float(blocked),
+    )
+
+
 # Each driver: how to build it, and the settings it understands.
 DRIVERS: dict[str, tuple[DriverBuilder, frozenset[str]]] = {
     "async": (_build_async, frozenset({"mode", "workers", "blocking", "exit_grace"})),
     "sync": (_build_sync, frozenset({"raise_errors"})),
     "database": (_build_database, frozenset({"channel", "queue", "retry_after"})),
+    "amqp": (
+        _build_amqp,
+        frozenset(
+            {
+                "username",
+                "password",
+                "host",
+                "port",
+                "vhost",
+                "channel",
+                "url",
+                "connection_attempts",
+                "heartbeat",
+                "prefetch",
+                "publish_attempts",
+                "blocked_connection_timeout",
+            }
+        ),
+    ),
 }
 
 

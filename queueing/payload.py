@@ -111,7 +111,9 @@ class Signer:
             raise CorruptPayloadError(f"payload is {type(signed).__name__}, not bytes")
         signed = bytes(signed)
         if not signed.startswith(MAGIC) or len(signed) <= len(MAGIC) + DIGEST_SIZE:
-            raise ForgedPayloadError("payload is not signed")
+            if signed.startswith(b"\x80"):  # a bare pickle: someone tried to skip the signature
+                raise ForgedPayloadError("payload is an unsigned pickle")
+            raise CorruptPayloadError("payload does not start with a signed header")
         mac_end = len(MAGIC) + DIGEST_SIZE
         mac, body = signed[len(MAGIC) : mac_end], signed[mac_end:]
         if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
@@ -166,6 +168,8 @@ class Envelope:
     available_at: float
     body: bytes = field(repr=False)
     attempts: int = 0
+    # The database connection holding the job (database driver only).
+    connection: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Return every field but the body, as JSON-friendly values."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -238,13 +239,17 @@ def queue_failed(queue: str | None, job: str | None, since: str | None, as_json:
 
 
 def _since(text: str) -> Any:
+    # A date is read as that moment; only a duration counts back from now
+    # (seconds_to_wait would read a date as a wait until it).
+    try:
+        moment = pendulum.parse(text, tz="UTC")
+    except (ValueError, pendulum.parsing.exceptions.ParserError):
+        moment = None
+    if isinstance(moment, dt.datetime):
+        return moment
     try:
         return pendulum.now("UTC").subtract(seconds=seconds_to_wait(text, time.time()))
-    except ValueError:
-        pass
-    try:
-        return pendulum.parse(text, tz="UTC")
-    except (ValueError, pendulum.parsing.exceptions.ParserError) as error:
+    except ValueError as error:
         raise CraftError(f"cannot read --since {text!r}: give '2 hours' or an ISO date") from error
 
 

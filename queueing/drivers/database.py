@@ -165,6 +165,7 @@ class DatabaseDriver(Driver):
             available_at=now / 1000,
             body=bytes(row.payload),
             attempts=row.attempts + 1,
+            connection=name,
         )
         return Reservation(envelope, row.id, token, name)
 

@@ -107,6 +107,7 @@ def test_envelope_metadata_is_readable_without_unpickling(
         "created": envelope.created,
         "available_at": envelope.available_at,
         "attempts": 0,
+        "connection": None,
     }
 
 

@@ -1,0 +1,1009 @@
+"""The `amqp` driver: jobs as persistent messages on RabbitMQ, through pika.
+
+Pushing. Each thread that pushes owns one `BlockingConnection` (pika's
+connections are not thread-safe), opened on its first push and reused for
+every push after it. Queues are durable and declared by whoever uses them
+first, pusher or worker; messages are persistent (`delivery_mode=2`) and
+published with `mandatory=True` on a channel in confirm mode, so `push()`
+returns only once the broker has confirmed every message, and an unroutable
+or nacked message raises `PublishRefusedError`. A lost connection is reopened
+and the unconfirmed messages published again, `publish_attempts` times in
+all; then `AmqpUnavailableError` says which broker and why. (A message whose
+confirm was lost with the connection is sent again, so a job may be queued
+twice, never lost: delivery is at least once.)
+
+Message layout. The body is the envelope's signed body, untouched (the HMAC
+that `queueing.payload` puts in front of the pickle is the signature); the
+metadata the worker needs without unpickling travels in properties
+(`message_id`, `type`, `timestamp`) and headers (`job-id`, `job-name`,
+`job-queue`, `job-attempts`, `job-created`, `job-available-at-ms`).
+
+Working. A worker's deliveries come from a consumer connection driven by a
+background thread, which only moves frames: it keeps heartbeats flowing and
+puts deliveries on a local buffer that `reserve()` takes from, while the job
+itself runs in the worker's thread. Acknowledgements go back to the consumer
+thread with `add_callback_threadsafe`, and only after the job settled: done,
+failed and stored, or parked. QoS `prefetch` (default 1) bounds how many
+unacknowledged messages a worker holds, so a worker killed mid-job leaves its
+message to be delivered again.
+
+Attempts. `job-attempts` counts the attempts started before the message was
+published; `reserve()` adds the one about to run, and one more when the
+broker flags the message `redelivered`: its previous delivery ended without
+an acknowledgement (a worker killed mid-job), and counting it keeps a job that
+kills its worker from running forever. The flag cannot tell a job that ran
+from one that only sat in a prefetch buffer when its connection closed, so
+such a message spends an attempt without running; the job still runs.
+
+Delays (`wait=` and retry delays) never block a queue: a message due later
+goes to a holding queue `<queue>.delay.<ms>` whose messages all live `<ms>`
+milliseconds (`x-message-ttl`) and are then dead-lettered into `<queue>`.
+Every message of one holding queue has the same lifetime, so none waits
+behind a longer one. Delays are rounded to about 1% (`holding_delay`) to keep
+the number of holding queues small, and an idle holding queue deletes itself
+a minute after its last message is due (`x-expires`). A retry publishes the
+same signed body (the job's state included) to its holding queue with the
+attempts in the headers, and acknowledges the original only once the broker
+confirmed the copy.
+
+RabbitMQ's `consumer_timeout` (30 minutes by default) closes the channel of a
+consumer that holds a message unacknowledged for longer. A job running past
+it loses its delivery: the broker requeues the message, the consumer thread
+reconnects, the job's acknowledgement is dropped (the worker logs that its
+lease was lost) and the job runs again. Set `consumer_timeout` in
+rabbitmq.conf above your longest job (in milliseconds), or keep jobs shorter
+with `craft queue:work --timeout`.
+
+Broker restarts. The consumer thread reconnects with a backoff of up to 5
+seconds; meanwhile `reserve()` raises `AmqpUnavailableError`, which the worker
+reports before it waits and tries again. Deliveries of the lost connection are
+dropped from the buffer (the broker delivers them again), and acknowledging
+one returns False, as a lost database lease does.
+
+Counting. AMQP can ask a queue for its ready messages, but cannot list queues
+nor count unacknowledged messages, so `counts()` reports `pending` (ready
+messages of the channel's queue), `reserved` 0, and `delayed` only for the
+holding queues this process has used: 0 from a fresh `craft queue:status`.
+RabbitMQ's management UI or `rabbitmqctl list_queues name messages_ready
+messages_unacknowledged` show the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import functools
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import pika
+import pika.exceptions as amqp
+
+from queueing.clock import Clock, SystemClock
+from queueing.drivers.base import Driver, DriverUnavailableError
+from queueing.drivers.database import QueueCounts
+from queueing.payload import Envelope
+
+logger = logging.getLogger("queueing.amqp")
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 5672
+DEFAULT_VHOST = "/"
+# An idle holding queue outlives its last message by this long before the
+# broker deletes it; every delayed publish declares it again first.
+HOLDING_QUEUE_SLACK_MS = 60_000
+# Seconds the consumer thread blocks in pika's I/O loop per turn; threadsafe
+# callbacks (acknowledgements) wake it at once, so this only bounds shutdown.
+POLL_SECONDS = 0.2
+RECONNECT_MIN_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 5.0
+# How long a worker call handed to the consumer thread may take.
+CALL_TIMEOUT_SECONDS = 30.0
+# Errors after which retrying cannot help: wrong credentials, unknown or forbidden vhost.
+REFUSED_LOGIN = (
+    amqp.AuthenticationError,
+    amqp.ProbableAuthenticationError,
+    amqp.ProbableAccessDeniedError,
+)
+# Errors a new connection may cure.
+CONNECTION_ERRORS = (amqp.AMQPConnectionError, amqp.ChannelWrongStateError, OSError)
+
+
+class AmqpUnavailableError(DriverUnavailableError):
+    """RabbitMQ cannot be reached, or refused the login."""
+
+
+class PublishRefusedError(DriverUnavailableError):
+    """RabbitMQ refused a message or a queue: unroutable, nacked, or an error reply."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message a worker holds: its envelope and the delivery to acknowledge."""
+
+    envelope: Envelope
+    delivery_tag: int
+    generation: int
+    consumer: _Consumer = field(repr=False, compare=False)
+
+
+def connection_parameters(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    username: str = "guest",
+    password: str = "guest",
+    vhost: str | None = None,
+    url: str | None = None,
+    connection_attempts: int = 3,
+    heartbeat: int | None = 60,
+    blocked_connection_timeout: float | None = 60.0,
+) -> pika.ConnectionParameters | pika.URLParameters:
+    """Return pika's parameters from the settings; `url` wins over the parts.
+
+    From parts, the credentials are handed to pika as they are, never put
+    into a URL, so any character is safe; `port` None means 5672 and `vhost`
+    None means "/". A URL must percent-encode them itself; settings its query
+    string does not give (`heartbeat`, `connection_attempts`,
+    `blocked_connection_timeout`) are taken from the arguments.
+    """
+    if url:
+        parameters = pika.URLParameters(url)
+        given = parse_qs(urlsplit(url).query)
+        if "heartbeat" not in given:
+            parameters.heartbeat = heartbeat
+        if "connection_attempts" not in given:
+            parameters.connection_attempts = connection_attempts
+        if "blocked_connection_timeout" not in given:
+            parameters.blocked_connection_timeout = blocked_connection_timeout
+        return parameters
+    return pika.ConnectionParameters(
+        host=host,
+        port=DEFAULT_PORT if port is None else int(port),
+        virtual_host=vhost or DEFAULT_VHOST,
+        credentials=pika.PlainCredentials(username, password),
+        heartbeat=heartbeat,
+        connection_attempts=connection_attempts,
+        retry_delay=0.5,
+        blocked_connection_timeout=blocked_connection_timeout,
+    )
+
+
+def holding_delay(seconds: float) -> int:
+    """Return the milliseconds a message due in `seconds` spends in a holding queue.
+
+    The delay is rounded to the power of ten of milliseconds that is about 1%
+    of it (1 s -> steps of 10 ms, 10 minutes -> steps of 1 s), so pushes a few
+    milliseconds apart share a holding queue. Delays just short of a power of
+    ten take the next step up, so `wait=1`, published 3 ms after it was
+    computed, still rounds to 1000 ms. 0 means due now.
+    """
+    milliseconds = seconds * 1000
+    if milliseconds < 0.5:
+        return 0
+    step = 10 ** max(0, math.floor(math.log10(milliseconds * 1.02)) - 2)
+    return round(milliseconds / step) * step
+
+
+def holding_queue_name(queue: str, milliseconds: int) -> str:
+    """Return the name of the holding queue that delays messages of `queue`."""
+    return f"{queue}.delay.{milliseconds}"
+
+
+def message_properties(envelope: Envelope, now: float) -> pika.BasicProperties:
+    """Return the persistent message properties that carry `envelope`'s metadata."""
+    return pika.BasicProperties(
+        delivery_mode=pika.DeliveryMode.Persistent,
+        content_type="application/octet-stream",
+        message_id=envelope.id,
+        # `type` is a short string (255 bytes at most); the header has it whole.
+        type=envelope.name.encode()[:255].decode(errors="ignore"),
+        timestamp=int(now),
+        headers={
+            "job-id": envelope.id,
+            "job-name": envelope.name,
+            "job-queue": envelope.queue,
+            "job-attempts": envelope.attempts,
+            "job-created": envelope.created,
+            # pika encodes no floats: epoch milliseconds.
+            "job-available-at-ms": round(envelope.available_at * 1000),
+        },
+    )
+
+
+def envelope_from_message(
+    queue: str,
+    properties: pika.BasicProperties,
+    body: bytes,
+    redelivered: bool,
+    now: float,
+) -> Envelope:
+    """Read a delivered message back into an envelope counting the attempt about to run.
+
+    A message someone else wrote may lack our headers: what is missing gets a
+    neutral value, and the runner refuses the body when it checks it.
+    """
+    headers = properties.headers or {}
+    attempts = _integer(headers.get("job-attempts")) + 1 + (1 if redelivered else 0)
+    return Envelope(
+        id=_text(headers.get("job-id")) or _text(properties.message_id) or uuid.uuid4().hex,
+        name=_text(headers.get("job-name")) or _text(properties.type) or "unknown",
+        queue=queue,
+        driver=AmqpDriver.name,
+        created=_text(headers.get("job-created")),
+        available_at=_number(headers.get("job-available-at-ms"), now * 1000) / 1000,
+        body=bytes(body or b""),
+        attempts=attempts,
+    )
+
+
+class AmqpDriver(Driver):
+    """Publishes envelopes to RabbitMQ queues and hands them to workers."""
+
+    name = "amqp"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        username: str = "guest",
+        password: str = "guest",
+        vhost: str | None = None,
+        queue: str = "default",
+        url: str | None = None,
+        connection_attempts: int = 3,
+        heartbeat: int | None = 60,
+        prefetch: int = 1,
+        publish_attempts: int = 3,
+        blocked_connection_timeout: float | None = 60.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if int(prefetch) < 1:
+            raise ValueError(f"amqp driver: prefetch must be at least 1, not {prefetch!r}")
+        if int(publish_attempts) < 1:
+            raise ValueError(
+                f"amqp driver: publish_attempts must be at least 1, not {publish_attempts!r}"
+            )
+        if int(connection_attempts) < 1:
+            raise ValueError(
+                f"amqp driver: connection_attempts must be at least 1, not {connection_attempts!r}"
+            )
+        self.parameters = connection_parameters(
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            vhost=vhost,
+            url=url or None,
+            connection_attempts=int(connection_attempts),
+            heartbeat=None if heartbeat is None else int(heartbeat),
+            blocked_connection_timeout=blocked_connection_timeout,
+        )
+        self.default_queue = queue or "default"
+        self.prefetch = int(prefetch)
+        self.publish_attempts = int(publish_attempts)
+        self.clock = clock or SystemClock()
+        # Where the broker is, without credentials, for messages and counts.
+        self.where = f"{self.parameters.host}:{self.parameters.port}{_vhost_path(self.parameters)}"
+        self._local = threading.local()
+        self._publishers: list[_Publisher] = []
+        self._holding: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self._consumer: _Consumer | None = None
+
+    # Pushing ----------------------------------------------------------------------
+
+    def push(self, envelopes: Sequence[Envelope], channel: str | None = None) -> None:
+        """Publish every envelope to its queue and wait for the broker's confirms.
+
+        After a lost connection only the envelopes not yet confirmed are
+        published again.
+        """
+        pending = deque(envelopes)
+
+        def publish_pending(publisher: _Publisher) -> None:
+            while pending:
+                self._publish(publisher, pending[0])
+                pending.popleft()
+
+        self._with_publisher("publishing", publish_pending, lambda: len(pending))
+
+    def _publish(self, publisher: _Publisher, envelope: Envelope) -> None:
+        now = self.clock.now()
+        publisher.declare(envelope.queue)
+        routing_key = envelope.queue
+        delay = holding_delay(envelope.available_at - now)
+        if delay:
+            routing_key = holding_queue_name(envelope.queue, delay)
+            # Declared before every delayed publish, which restarts its
+            # x-expires countdown, so it cannot expire with this message in it.
+            publisher.declare(
+                routing_key,
+                arguments={
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": envelope.queue,
+                    "x-expires": delay + HOLDING_QUEUE_SLACK_MS,
+                },
+                remember=False,
+            )
+            with self._lock:
+                self._holding.setdefault(envelope.queue, set()).add(routing_key)
+        publisher.channel.basic_publish(
+            exchange="",
+            routing_key=routing_key,
+            body=envelope.body,
+            properties=message_properties(envelope, now),
+            mandatory=True,
+        )
+
+    # Working ----------------------------------------------------------------------
+
+    def reserve(self, queues: Sequence[str], channel: str | None = None) -> Delivery | None:
+        """Take a delivered message of the first queue in `queues` that has one, or None.
+
+        The first call starts the consumer thread on `queues`. Raises
+        `AmqpUnavailableError` while the consumer is not connected.
+        """
+        consumer = self._consumer_for(queues)
+        consumer.raise_if_down()
+        received = consumer.take(queues)
+        if received is None:
+            return None
+        envelope = envelope_from_message(
+            received.queue,
+            received.properties,
+            received.body,
+            received.redelivered,
+            self.clock.now(),
+        )
+        return Delivery(envelope, received.delivery_tag, received.generation, consumer)
+
+    def wait_for_jobs(
+        self,
+        queues: Sequence[str],
+        channel: str | None,
+        timeout: float,
+        wake: threading.Event,
+    ) -> None:
+        """Block until a message arrives, `timeout` passes or `wake` is set."""
+        self._consumer_for(queues).wait(queues, timeout, wake)
+
+    def acknowledge(self, held: Delivery) -> bool:
+        """The job is done: acknowledge its message; False if its delivery was lost."""
+        return held.consumer.acknowledge(held)
+
+    def bury(self, held: Delivery) -> bool:
+        """The job failed for good or was parked, and is stored: acknowledge its message."""
+        return held.consumer.acknowledge(held)
+
+    def release(self, held: Delivery, delay: float = 0.0, count_attempt: bool = True) -> bool:
+        """Publish the job again, due in `delay` seconds, then acknowledge the original.
+
+        With `count_attempt=False` (the worker stopped mid-job) the attempt is
+        given back. False when the delivery was lost (the broker delivers the
+        original again), and then nothing is published.
+        """
+        if not held.consumer.holds(held):
+            return False
+        envelope = held.envelope
+        attempts = envelope.attempts if count_attempt else envelope.attempts - 1
+        again = replace(
+            envelope,
+            available_at=self.clock.now() + max(0.0, delay),
+            attempts=max(0, attempts),
+        )
+        self.push([again])
+        return held.consumer.acknowledge(held)
+
+    def waiting(self, queues: Sequence[str], channel: str | None = None) -> bool:
+        """Say whether `queues` hold a message, ready or in a holding queue this process used."""
+        consumer = self._consumer
+        if consumer is not None and consumer.serves(queues):
+            if consumer.waiting(queues):
+                return True
+        elif any(self._message_count(queue) for queue in queues):
+            return True
+        return any(self._message_count(name) for name in self._holding_queues(queues))
+
+    # Operators --------------------------------------------------------------------
+
+    def counts(self, channel: str | None = None) -> list[QueueCounts]:
+        """Return the counts of the channel's queue (see the module's notes on counting)."""
+        queue = self.queue_for(channel, None)
+        pending = self._message_count(queue)
+        if pending is None:
+            return []
+        delayed = sum(self._message_count(name) or 0 for name in self._holding_queues([queue]))
+        return [
+            QueueCounts(
+                connection=self.where,
+                queue=queue,
+                pending=pending,
+                delayed=delayed,
+                reserved=0,
+                oldest_pending_age=None,
+            )
+        ]
+
+    def clear(self, queue: str | None = None, channel: str | None = None) -> int:
+        """Purge the ready messages of the queue (and its holding queues known here)."""
+        name = self.queue_for(channel, queue)
+        names = [name, *self._holding_queues([name])]
+
+        def purge(publisher: _Publisher) -> int:
+            purged = 0
+            for each in names:
+                try:
+                    purged += publisher.channel.queue_purge(each).method.message_count
+                except amqp.ChannelClosedByBroker as error:
+                    if error.reply_code != 404:
+                        raise
+                    publisher.reopen_channel()
+            return purged
+
+        return self._with_publisher("purging queues", purge)
+
+    def check(self, channel: str | None = None) -> None:
+        """Raise `AmqpUnavailableError` unless the broker answers; declare the channel's queue."""
+        queue = self.queue_for(channel, None)
+        self._with_publisher("declaring a queue", lambda publisher: publisher.declare(queue))
+
+    def close(self) -> None:
+        """Stop the consumer and close the publishing connections that can be closed here.
+
+        A connection of a thread that still runs belongs to that thread, and
+        closes when it ends.
+        """
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.stop()
+        current = threading.current_thread()
+        with self._lock:
+            closable = [
+                publisher
+                for publisher in self._publishers
+                if publisher.thread is current or not publisher.thread.is_alive()
+            ]
+            self._publishers = [p for p in self._publishers if p not in closable]
+        for publisher in closable:
+            publisher.close()
+        self._local.__dict__.pop("publisher", None)
+
+    # Connections ------------------------------------------------------------------
+
+    def _publisher(self) -> _Publisher:
+        publisher: _Publisher | None = getattr(self._local, "publisher", None)
+        if publisher is not None and publisher.usable():
+            return publisher
+        if publisher is not None:
+            self._drop_publisher()
+        publisher = _Publisher(self.parameters)
+        self._local.publisher = publisher
+        with self._lock:
+            self._publishers.append(publisher)
+        return publisher
+
+    def _drop_publisher(self) -> None:
+        publisher: _Publisher | None = self._local.__dict__.pop("publisher", None)
+        if publisher is None:
+            return
+        with self._lock:
+            if publisher in self._publishers:
+                self._publishers.remove(publisher)
+        publisher.close()
+
+    def _with_publisher(
+        self,
+        what: str,
+        action: Callable[[_Publisher], T],
+        unsent: Callable[[], int] | None = None,
+    ) -> T:
+        """Run `action` on this thread's publisher, reconnecting on a lost connection.
+
+        `action` must be safe to run again after a failure (push keeps track
+        of what is confirmed). Errors become `AmqpUnavailableError` or
+        `PublishRefusedError` with the broker's address and reason.
+        """
+        failures = 0
+        while True:
+            publisher: _Publisher | None = None
+            try:
+                publisher = self._publisher()
+                return action(publisher)
+            except (amqp.UnroutableError, amqp.NackError) as error:
+                # Unroutable: the queue vanished after it was declared here;
+                # declaring it again is worth a try, as is a nacked publish.
+                failures += 1
+                if publisher is not None:
+                    publisher.forget_declarations()
+                if failures >= self.publish_attempts:
+                    raise PublishRefusedError(
+                        f"RabbitMQ at {self.where} did not take the message "
+                        f"({_describe(error)}) after {failures} attempt(s)" + _unsent(unsent)
+                    ) from error
+            except amqp.ChannelClosedByBroker as error:
+                if publisher is not None:
+                    publisher.reopen_channel()
+                raise PublishRefusedError(
+                    f"RabbitMQ at {self.where} refused {what}: "
+                    f"{error.reply_code} {error.reply_text}" + _unsent(unsent)
+                ) from error
+            except REFUSED_LOGIN as error:
+                self._drop_publisher()
+                raise AmqpUnavailableError(
+                    f"RabbitMQ at {self.where} refused the login: {_describe(error)} "
+                    "(check the amqp username, password and vhost)" + _unsent(unsent)
+                ) from error
+            except CONNECTION_ERRORS as error:
+                self._drop_publisher()
+                failures += 1
+                if failures >= self.publish_attempts:
+                    raise AmqpUnavailableError(
+                        f"cannot reach RabbitMQ at {self.where} ({what}) after {failures} "
+                        f"attempt(s): {_describe(error)}" + _unsent(unsent)
+                    ) from error
+                logger.warning(
+                    "lost the connection to RabbitMQ at %s (%s); trying again",
+                    self.where,
+                    _describe(error),
+                )
+            time.sleep(min(2.0, 0.25 * 2**failures))
+
+    def _message_count(self, queue: str) -> int | None:
+        """Return the ready messages of `queue`, or None when it does not exist."""
+
+        def count(publisher: _Publisher) -> int | None:
+            try:
+                return publisher.channel.queue_declare(queue, passive=True).method.message_count
+            except amqp.ChannelClosedByBroker as error:
+                if error.reply_code != 404:
+                    raise
+                publisher.reopen_channel()
+                self._forget_holding(queue)
+                return None
+
+        return self._with_publisher("counting messages", count)
+
+    def _holding_queues(self, queues: Sequence[str]) -> list[str]:
+        with self._lock:
+            return sorted(name for queue in queues for name in self._holding.get(queue, ()))
+
+    def _forget_holding(self, name: str) -> None:
+        with self._lock:
+            for names in self._holding.values():
+                names.discard(name)
+
+    def _consumer_for(self, queues: Sequence[str]) -> _Consumer:
+        with self._lock:
+            consumer = self._consumer
+            if consumer is not None and consumer.pid == os.getpid() and consumer.serves(queues):
+                return consumer
+            self._consumer = _Consumer(self.parameters, queues, self.prefetch, self.where)
+        if consumer is not None and consumer.pid == os.getpid():
+            consumer.stop()
+        return self._consumer
+
+
+class _Publisher:
+    """One thread's publishing connection, its confirm-mode channel and its declared queues."""
+
+    def __init__(self, parameters: pika.ConnectionParameters | pika.URLParameters) -> None:
+        self.pid = os.getpid()
+        self.thread = threading.current_thread()
+        self.connection = pika.BlockingConnection(
+            _named(parameters, f"queueing publisher {self.pid}")
+        )
+        self.declared: set[str] = set()
+        try:
+            self.channel = self._open_channel()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_channel(self) -> Any:
+        channel = self.connection.channel()
+        channel.confirm_delivery()
+        return channel
+
+    def usable(self) -> bool:
+        """Say whether this connection is open, in this process.
+
+        Reading what the broker sent since the last use answers its
+        heartbeats and notices a connection it closed while we were idle
+        (say, after missed heartbeats during a long job), so that one is
+        replaced before a publish fails on it.
+        """
+        if self.pid != os.getpid() or not self.connection.is_open:
+            return False
+        try:
+            self.connection.process_data_events(0)
+        except (amqp.AMQPError, OSError):
+            return False
+        return self.connection.is_open and self.channel.is_open
+
+    def declare(
+        self, queue: str, arguments: dict[str, Any] | None = None, remember: bool = True
+    ) -> None:
+        """Declare a durable queue, once per connection when `remember`."""
+        if remember and queue in self.declared:
+            return
+        self.channel.queue_declare(queue, durable=True, arguments=arguments)
+        if remember:
+            self.declared.add(queue)
+
+    def forget_declarations(self) -> None:
+        """Declare queues again on their next use."""
+        self.declared.clear()
+
+    def reopen_channel(self) -> None:
+        """Open a new channel after the broker closed this one with an error."""
+        self.declared.clear()
+        if self.connection.is_open:
+            self.channel = self._open_channel()
+
+    def close(self) -> None:
+        """Close the connection, unless it was inherited from a parent process."""
+        if self.pid != os.getpid():
+            return
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except (amqp.AMQPError, OSError) as error:
+            logger.debug("closing an amqp publisher: %s", error)
+
+
+@dataclass(frozen=True)
+class _Received:
+    queue: str
+    delivery_tag: int
+    redelivered: bool
+    properties: pika.BasicProperties
+    body: bytes
+    generation: int
+
+
+class _Call:
+    """A function to run on the consumer thread, and its outcome."""
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.function()
+        except BaseException as error:  # handed to the waiting thread
+            self.error = error
+        finally:
+            self.done.set()
+
+
+class _StaleDelivery(Exception):
+    """The connection a delivery came on is gone."""
+
+
+class _Consumer:
+    """A consumer connection owned by a background thread, which only moves frames.
+
+    Every connection it opens has a new generation number; a delivery is
+    acknowledged only on the connection (generation) it came on.
+    """
+
+    def __init__(
+        self,
+        parameters: pika.ConnectionParameters | pika.URLParameters,
+        queues: Sequence[str],
+        prefetch: int,
+        where: str,
+    ) -> None:
+        self.pid = os.getpid()
+        self.queues = tuple(dict.fromkeys(queues))
+        self._parameters = parameters
+        self._prefetch = prefetch
+        self._where = where
+        self._state = threading.Condition()
+        self._buffer: dict[str, deque[_Received]] = {queue: deque() for queue in self.queues}
+        self._generation = 0
+        self._connected = False
+        self._tried = False
+        self._problem = "still connecting"
+        self._cancelled = False
+        self._stopping = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._thread = threading.Thread(target=self._run, name="amqp-consumer", daemon=True)
+        self._thread.start()
+        _running.add(self)
+
+    # Used by the worker's thread ------------------------------------------------------
+
+    def serves(self, queues: Sequence[str]) -> bool:
+        """Say whether this consumer takes from exactly `queues`."""
+        return tuple(dict.fromkeys(queues)) == self.queues
+
+    def raise_if_down(self) -> None:
+        """Raise `AmqpUnavailableError` unless connected (waiting for the first try)."""
+        with self._state:
+            self._state.wait_for(lambda: self._connected or self._tried, CALL_TIMEOUT_SECONDS)
+            if not self._connected:
+                raise AmqpUnavailableError(
+                    f"cannot consume from RabbitMQ at {self._where}: {self._problem}"
+                )
+
+    def take(self, queues: Sequence[str]) -> _Received | None:
+        """Pop the next buffered delivery, in the priority order of `queues`."""
+        with self._state:
+            for queue in queues:
+                buffered = self._buffer.get(queue)
+                if buffered:
+                    return buffered.popleft()
+        return None
+
+    def wait(self, queues: Sequence[str], timeout: float, wake: threading.Event) -> None:
+        """Block until a delivery is buffered, `timeout` passes or `wake` is set."""
+        deadline = time.monotonic() + timeout
+        with self._state:
+            while not any(self._buffer.get(queue) for queue in queues) and not wake.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                # Short slices: `wake` is an Event this condition cannot watch.
+                self._state.wait(min(remaining, 0.1))
+
+    def holds(self, delivery: Delivery) -> bool:
+        """Say whether `delivery` came on the current connection."""
+        with self._state:
+            return self._connected and delivery.generation == self._generation
+
+    def acknowledge(self, delivery: Delivery) -> bool:
+        """Acknowledge `delivery` on the consumer thread; False if its connection is gone."""
+        if not self.holds(delivery):
+            return False
+
+        def acknowledge() -> bool:
+            if delivery.generation != self._generation or not self._channel.is_open:
+                return False
+            self._channel.basic_ack(delivery.delivery_tag)
+            return True
+
+        try:
+            return bool(self._call(acknowledge, delivery.generation))
+        except (_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError):
+            return False
+
+    def waiting(self, queues: Sequence[str]) -> bool:
+        """Say whether the broker holds ready messages of `queues` or one is buffered.
+
+        The count is asked on the consumer's own channel, so a message the
+        broker delivered just before answering arrived before the answer; the
+        second call makes sure it has been buffered before the buffer is read.
+        """
+
+        def count() -> int:
+            return sum(
+                self._channel.queue_declare(queue, passive=True).method.message_count
+                for queue in queues
+            )
+
+        try:
+            generation = self._current_generation()
+            ready = self._call(count, generation)
+            self._call(lambda: None, generation)
+        except (_StaleDelivery, amqp.AMQPError, OSError) as error:
+            raise AmqpUnavailableError(
+                f"cannot count messages on RabbitMQ at {self._where}: {_describe(error)}"
+            ) from error
+        with self._state:
+            return bool(ready) or any(self._buffer.get(queue) for queue in queues)
+
+    def stop(self) -> None:
+        """Stop the thread, which closes the connection (unacknowledged messages go back)."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        _running.discard(self)
+
+    def _current_generation(self) -> int:
+        with self._state:
+            if not self._connected:
+                raise AmqpUnavailableError(
+                    f"cannot reach RabbitMQ at {self._where}: {self._problem}"
+                )
+            return self._generation
+
+    def _call(self, function: Callable[[], T], generation: int) -> T:
+        """Run `function` on the consumer thread and return what it returns."""
+        with self._state:
+            connection = self._connection
+            if not self._connected or connection is None or generation != self._generation:
+                raise _StaleDelivery()
+        call = _Call(function)
+        try:
+            connection.add_callback_threadsafe(call.run)
+        except amqp.ConnectionWrongStateError as error:
+            raise _StaleDelivery() from error
+        deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
+        while not call.done.wait(0.1):
+            with self._state:
+                if generation != self._generation:
+                    raise _StaleDelivery()
+            if time.monotonic() > deadline:
+                raise AmqpUnavailableError(
+                    f"RabbitMQ at {self._where} did not answer in {CALL_TIMEOUT_SECONDS:g}s"
+                )
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    # The consumer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = RECONNECT_MIN_SECONDS
+        while not self._stopping.is_set():
+            try:
+                self._open()
+                delay = RECONNECT_MIN_SECONDS
+                while not self._stopping.is_set():
+                    assert self._connection is not None
+                    self._connection.process_data_events(time_limit=POLL_SECONDS)
+                    if self._channel.is_closed or self._cancelled:
+                        raise amqp.ChannelClosed(0, "the broker closed the consumer's channel")
+            except Exception as error:  # the thread must outlive any failure to reconnect
+                self._lost(error)
+                self._stopping.wait(delay)
+                delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+        self._close_connection()
+
+    def _open(self) -> None:
+        connection = pika.BlockingConnection(
+            _named(self._parameters, f"queueing worker {self.pid}")
+        )
+        self._connection = connection
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        channel.add_on_cancel_callback(self._on_cancel)
+        with self._state:
+            self._generation += 1
+            generation = self._generation
+            self._cancelled = False
+        for queue in self.queues:
+            channel.queue_declare(queue, durable=True)
+            channel.basic_consume(
+                queue,
+                functools.partial(self._on_message, queue, generation),
+                auto_ack=False,
+            )
+        self._channel = channel
+        with self._state:
+            self._connected = True
+            self._tried = True
+            self._state.notify_all()
+        logger.info("consuming %s on RabbitMQ at %s", ", ".join(self.queues), self._where)
+
+    def _on_message(
+        self,
+        queue: str,
+        generation: int,
+        _channel: Any,
+        method: Any,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        received = _Received(
+            queue, method.delivery_tag, bool(method.redelivered), properties, body, generation
+        )
+        with self._state:
+            if generation == self._generation:
+                self._buffer[queue].append(received)
+                self._state.notify_all()
+
+    def _on_cancel(self, _frame: Any) -> None:
+        # The broker cancels a consumer whose queue was deleted; consuming
+        # again declares the queue anew.
+        self._cancelled = True
+
+    def _lost(self, error: Exception) -> None:
+        with self._state:
+            was_connected = self._connected
+            self._generation += 1
+            self._connected = False
+            self._tried = True
+            self._problem = _describe(error)
+            for buffered in self._buffer.values():
+                buffered.clear()
+            self._state.notify_all()
+        if was_connected:
+            logger.warning(
+                "lost the consumer connection to RabbitMQ at %s (%s); reconnecting",
+                self._where,
+                self._problem,
+            )
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        with self._state:
+            self._connected = False
+            self._state.notify_all()
+        if connection is None:
+            return
+        try:
+            if connection.is_open:
+                connection.close()
+        except Exception as error:  # a dying connection may fail in many ways
+            logger.debug("closing the amqp consumer connection: %s", error)
+
+
+# Consumers still running, stopped at exit so their connections close cleanly.
+_running: weakref.WeakSet[_Consumer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_consumers() -> None:
+    for consumer in list(_running):
+        if consumer.pid == os.getpid():
+            consumer.stop()
+
+
+def _named(
+    parameters: pika.ConnectionParameters | pika.URLParameters, name: str
+) -> pika.ConnectionParameters | pika.URLParameters:
+    """A copy of `parameters` whose connection shows as `name` in the broker's tools."""
+    named = copy.copy(parameters)
+    named.client_properties = {"connection_name": name}
+    return named
+
+
+def _vhost_path(parameters: pika.ConnectionParameters | pika.URLParameters) -> str:
+    vhost = parameters.virtual_host
+    return "/" if vhost == "/" else f"/{vhost}"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or repr(error)
+    return f"{type(error).__name__}: {text.splitlines()[0]}"
+
+
+def _unsent(unsent: Callable[[], int] | None) -> str:
+    if unsent is None:
+        return ""
+    count = unsent()
+    return f"; {count} job(s) not queued" if count else ""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode(errors="replace")
+    return str(value)
+
+
+def _integer(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,496 @@
+"""The `database` driver on SQLite, PostgreSQL and MariaDB: reserving, leases, parking, failures.
+
+Time is a `ManualClock` shared by the queue, the driver and the runner, so
+due times and leases are checked to the millisecond without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from queueing import JobRunner, Signer
+from queueing.clock import ManualClock
+from queueing.connections import Connections
+from queueing.drivers.database import DatabaseDriver, DatabaseUnavailableError
+from queueing.execution import Outcome
+from queueing.failed import DatabaseFailedJobStore
+from queueing.operations import retry_failed
+from queueing.payload import DIGEST_SIZE, MAGIC
+from queueing.schema import metadata, queue_jobs
+from queueing.worker import Worker, WorkerOptions
+from tests.database_fixtures import (
+    START,
+    Backend,
+    drop_queue_jobs,
+    insert_row,
+    new_key,
+    open_backend,
+    reset_tables,
+)
+from tests.queueing.drivers import jobs_for_database as jobs
+
+# Bytes before the pickle in a signed body: the magic, then the HMAC.
+HEADER = len(MAGIC) + DIGEST_SIZE
+
+
+def ms(seconds: float) -> int:
+    """Epoch seconds as the integer milliseconds the table stores."""
+    return round(seconds * 1000)
+
+
+def work(backend: Backend) -> tuple[int, list[str], list[str]]:
+    """Run a worker in this thread until the default queue is empty; return its output."""
+    lines: list[str] = []
+    errors: list[str] = []
+    worker = Worker(
+        backend.driver,
+        backend.runner,
+        WorkerOptions(stop_when_empty=True, sleep=0.01),
+        output=lines.append,
+        errors=errors.append,
+    )
+    return worker.run(), lines, errors
+
+
+# Pushing and reserving ---------------------------------------------------------------------
+
+
+def test_push_then_reserve_returns_the_envelope_with_one_attempt_and_leases_the_row(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [job_id] = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+
+    held = backend.driver.reserve(["default"])
+
+    assert held is not None
+    envelope = held.envelope
+    assert (envelope.id, envelope.queue, envelope.driver, envelope.attempts) == (
+        job_id,
+        "default",
+        "database",
+        1,
+    )
+    assert envelope.name == "tests.queueing.drivers.jobs_for_database.Record"
+    job = backend.runner.signer.load(envelope.body)
+    assert (job["obj"], job["args"]) == (jobs.Record, (str(markers_dir), "a"))
+    [row] = backend.jobs()
+    assert row.attempts == 1
+    assert row.reserved_by == held.token
+    assert row.reserved_until == row.available_at == ms(START + 60)
+
+
+def test_two_reserves_never_get_the_same_job(backend: Backend, markers_dir: Path) -> None:
+    pushed = backend.queue.push(jobs.Record, jobs.Record, args=[str(markers_dir), "a"])
+
+    first = backend.driver.reserve(["default"])
+    second = backend.driver.reserve(["default"])
+
+    assert first is not None and second is not None
+    assert sorted([first.envelope.id, second.envelope.id]) == sorted(pushed)
+    assert backend.driver.reserve(["default"]) is None
+
+
+def test_reservers_in_parallel_take_each_job_exactly_once(
+    backend: Backend, markers_dir: Path
+) -> None:
+    pushed = backend.queue.push(*[jobs.Record] * 60, args=[str(markers_dir), "a"])
+    taken: list[str] = []
+    problems: list[BaseException] = []
+    lock = threading.Lock()
+
+    def reserve_all() -> None:
+        driver = DatabaseDriver(
+            backend.connections, backend.connection, retry_after=60, clock=backend.clock
+        )
+        try:
+            while (held := driver.reserve(["default"])) is not None:
+                with lock:
+                    taken.append(held.envelope.id)
+                assert driver.acknowledge(held)
+        except BaseException as error:
+            problems.append(error)
+
+    threads = [threading.Thread(target=reserve_all) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert problems == []
+    assert sorted(taken) == sorted(pushed)
+    assert backend.jobs() == []
+
+
+def test_wait_is_honoured_to_the_millisecond(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], wait="10 seconds")
+    [row] = backend.jobs()
+    assert row.available_at == ms(START + 10)
+
+    clock.advance(9.999)
+    assert backend.driver.reserve(["default"]) is None
+
+    clock.advance(0.001)
+    held = backend.driver.reserve(["default"])
+    assert held is not None and held.envelope.attempts == 1
+
+
+def test_due_jobs_come_in_order_of_due_time_then_id(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    later = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], wait=5)
+    tied = backend.queue.push(jobs.Record, jobs.Record, args=[str(markers_dir), "a"], wait=2)
+    now = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    clock.advance(5)
+
+    order = []
+    while (held := backend.driver.reserve(["default"])) is not None:
+        order.append(held.envelope.id)
+
+    assert order == [*now, *tied, *later]
+
+
+def test_queues_are_taken_in_the_priority_order_given(backend: Backend, markers_dir: Path) -> None:
+    low = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], queue="low")
+    high = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], queue="high")
+
+    first = backend.driver.reserve(["high", "low"])
+    second = backend.driver.reserve(["high", "low"])
+
+    assert first is not None and second is not None
+    assert [first.envelope.id, second.envelope.id] == [*high, *low]
+    assert first.envelope.queue == "high"
+
+
+# Settling ----------------------------------------------------------------------------------
+
+
+def test_release_with_a_delay_puts_the_job_back_due_later_with_the_attempt_counted(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    assert backend.driver.release(held, 30)
+
+    [row] = backend.jobs()
+    assert (row.attempts, row.available_at, row.reserved_until, row.reserved_by) == (
+        1,
+        ms(START + 30),
+        None,
+        None,
+    )
+    clock.advance(29.999)
+    assert backend.driver.reserve(["default"]) is None
+    clock.advance(0.001)
+    again = backend.driver.reserve(["default"])
+    assert again is not None and again.envelope.attempts == 2
+
+
+def test_release_without_counting_the_attempt_gives_it_back(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    assert backend.driver.release(held, 0.0, count_attempt=False)
+
+    [row] = backend.jobs()
+    assert (row.attempts, row.available_at, row.reserved_by) == (0, ms(START), None)
+    again = backend.driver.reserve(["default"])
+    assert again is not None and again.envelope.attempts == 1
+
+
+def test_an_expired_lease_makes_the_job_reservable_again(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    lost = backend.driver.reserve(["default"])
+    assert lost is not None
+
+    clock.advance(59.999)
+    assert backend.driver.reserve(["default"]) is None
+    clock.advance(0.001)
+    taken = backend.driver.reserve(["default"])
+
+    assert taken is not None
+    assert taken.envelope.id == lost.envelope.id
+    assert taken.envelope.attempts == 2
+    # The first holder lost the job: it can neither finish nor release it.
+    assert backend.driver.acknowledge(lost) is False
+    assert backend.driver.release(lost, 0) is False
+    [row] = backend.jobs()
+    assert row.reserved_by == taken.token
+
+
+def test_extend_keeps_the_lease(backend: Backend, clock: ManualClock, markers_dir: Path) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    clock.advance(50)
+    assert backend.driver.extend(held)
+    clock.advance(59.999)  # 110 s after the reservation, 60 s lease
+
+    assert backend.driver.reserve(["default"]) is None
+    [row] = backend.jobs()
+    assert row.reserved_until == ms(START + 110)
+    clock.advance(0.001)
+    assert backend.driver.reserve(["default"]) is not None
+
+
+def test_acknowledge_deletes_the_job(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    assert backend.driver.acknowledge(held) is True
+
+    assert backend.jobs() == []
+    assert backend.driver.counts() == []
+
+
+# Operators ---------------------------------------------------------------------------------
+
+
+def test_counts_show_pending_delayed_and_reserved_per_queue(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    arguments = [str(markers_dir), "a"]
+    backend.queue.push(jobs.Record, jobs.Record, jobs.Record, args=arguments)
+    backend.queue.push(jobs.Record, args=arguments, wait="1 minute")
+    backend.queue.push(jobs.Record, args=arguments, queue="high")
+    assert backend.driver.reserve(["default"]) is not None
+    clock.advance(5)
+
+    counts = {entry.queue: entry for entry in backend.driver.counts()}
+
+    default, high = counts["default"], counts["high"]
+    assert (default.pending, default.delayed, default.reserved) == (2, 1, 1)
+    assert (high.pending, high.delayed, high.reserved) == (1, 0, 0)
+    assert default.connection == backend.connection
+    assert default.oldest_pending_age == pytest.approx(5.0)
+
+
+def test_clear_deletes_the_jobs_no_worker_holds(backend: Backend, markers_dir: Path) -> None:
+    arguments = [str(markers_dir), "a"]
+    backend.queue.push(jobs.Record, jobs.Record, args=arguments)
+    backend.queue.push(jobs.Record, jobs.Record, args=arguments, queue="high")
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    assert backend.driver.clear(queue="high") == 2
+    assert {row.queue for row in backend.jobs()} == {"default"}
+    assert backend.driver.clear() == 1
+
+    [row] = backend.jobs()
+    assert row.reserved_by == held.token
+    assert backend.driver.acknowledge(held)
+
+
+def test_a_missing_table_is_a_clear_error_at_push_and_at_check(
+    backend: Backend, markers_dir: Path
+) -> None:
+    expected = (
+        f"table queue_jobs does not exist on connection '{backend.connection}': "
+        "run craft queue:table --jobs and craft migrate"
+    )
+    drop_queue_jobs(backend.engine)
+    try:
+        with pytest.raises(DatabaseUnavailableError) as at_push:
+            backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+        with pytest.raises(DatabaseUnavailableError) as at_check:
+            backend.driver.check()
+    finally:
+        metadata.create_all(backend.engine)
+
+    assert str(at_push.value) == expected
+    assert str(at_check.value) == expected
+
+
+# Refused payloads, failures ----------------------------------------------------------------
+
+
+def test_a_forged_row_is_parked_unopened_and_the_worker_goes_on(
+    backend: Backend, markers_dir: Path, tmp_path: Path
+) -> None:
+    # A valid payload layout and a valid pickle that runs code when loaded,
+    # signed with somebody else's key.
+    forged = Signer(new_key()).dump({"obj": jobs.Forged(str(markers_dir)), "args": ()})
+    control = tmp_path / "control"
+    control.mkdir()
+    pickle.loads(Signer(new_key()).dump({"obj": jobs.Forged(str(control))})[HEADER:])
+    assert jobs.markers(control, "forged", "unpickled"), "the forged pickle must run code"
+    insert_row(backend.engine, forged, available_at=START, name="app.jobs.Innocent")
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "after"])
+
+    status, lines, errors = work(backend)
+
+    assert status == 0
+    assert jobs.markers(markers_dir, "forged", "unpickled") == []
+    assert len(jobs.markers(markers_dir, "after")) == 1
+    assert [line.split()[2] for line in lines] == ["Innocent", "Record"]
+    assert "parked" in lines[0] and "done" in lines[1]
+    assert any("signature" in line for line in errors)
+    [failure] = backend.failures()
+    assert (failure.reason, failure.exception_type, failure.name) == (
+        "signature",
+        "ForgedPayloadError",
+        "app.jobs.Innocent",
+    )
+    assert bytes(failure.payload) == forged
+    assert backend.jobs() == []
+
+
+def test_a_corrupt_row_is_parked_and_the_worker_goes_on(
+    backend: Backend, markers_dir: Path
+) -> None:
+    insert_row(backend.engine, b"\x00not a payload", available_at=START, name="app.jobs.Mangled")
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "after"])
+
+    status, lines, _errors = work(backend)
+
+    assert status == 0
+    assert len(jobs.markers(markers_dir, "after")) == 1
+    assert "parked" in lines[0] and "done" in lines[1]
+    [failure] = backend.failures()
+    assert (failure.reason, failure.exception_type) == ("corrupt", "CorruptPayloadError")
+    assert bytes(failure.payload) == b"\x00not a payload"
+    assert backend.jobs() == []
+
+
+def test_the_runner_parks_a_forged_envelope_it_is_handed(
+    backend: Backend, markers_dir: Path
+) -> None:
+    forged = Signer(new_key()).dump({"obj": jobs.Forged(str(markers_dir)), "args": ()})
+    insert_row(backend.engine, forged, available_at=START, name="app.jobs.Innocent")
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+
+    result = backend.runner.run(held.envelope)
+
+    assert result.outcome is Outcome.PARKED
+    assert jobs.markers(markers_dir, "forged", "unpickled") == []
+    assert [failure.reason for failure in backend.failures()] == ["signature"]
+
+
+def test_failed_jobs_rows_hold_what_an_operator_needs(backend: Backend) -> None:
+    [job_id] = backend.queue.push(jobs.Explode, args=["the disk is full"], queue="reports")
+    backend.driver.default_queue = "reports"
+
+    lines: list[str] = []
+    errors: list[str] = []
+    Worker(
+        backend.driver,
+        backend.runner,
+        WorkerOptions(queues=["reports"], stop_when_empty=True, sleep=0.01),
+        output=lines.append,
+        errors=errors.append,
+    ).run()
+
+    [failure] = backend.failures()
+    assert failure.uuid == job_id
+    assert (failure.driver, failure.connection, failure.queue) == (
+        "database",
+        backend.connection,
+        "reports",
+    )
+    assert failure.name == "tests.queueing.drivers.jobs_for_database.Explode"
+    assert failure.reason == "failed"
+    assert (failure.exception_type, failure.message) == ("ValueError", "the disk is full")
+    assert failure.traceback.startswith("Traceback (most recent call last):")
+    assert "raise ValueError(message)" in failure.traceback
+    assert failure.attempts == 1
+    assert (failure.host, failure.pid) == (socket.gethostname(), os.getpid())
+    assert failure.failed_at is not None
+    assert "failed" in lines[0] and "ValueError: the disk is full" in lines[0]
+    assert any(job_id in line for line in errors)
+    assert backend.jobs() == []
+
+
+def test_retry_failed_requeues_the_job_and_deletes_its_failed_row(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [job_id] = backend.queue.push(jobs.Explode, args=["once"])
+    work(backend)
+    [failure] = backend.failures()
+
+    [requeued] = retry_failed(backend.store, backend.queue, [failure.id])
+
+    assert requeued.uuid == job_id
+    assert backend.failures() == []
+    [row] = backend.jobs()
+    assert (row.uuid, row.queue, row.attempts, row.reserved_by) == (job_id, "default", 0, None)
+    held = backend.driver.reserve(["default"])
+    assert held is not None and held.envelope.attempts == 1
+
+
+def test_a_retry_that_cannot_requeue_keeps_the_failed_row(backend: Backend) -> None:
+    backend.queue.push(jobs.Explode, args=["once"])
+    work(backend)
+    [failure] = backend.failures()
+
+    def requeue_then_crash(connection, stored) -> None:  # type: ignore[no-untyped-def]
+        backend.driver.requeue(connection, stored.envelope(backend.clock.now()))
+        raise RuntimeError("the process died between the insert and the delete")
+
+    with pytest.raises(RuntimeError):
+        backend.store.retry(failure.id, requeue_then_crash)
+
+    assert [row.id for row in backend.failures()] == [failure.id]
+    assert backend.jobs() == []
+
+
+def test_a_failure_records_the_connection_of_the_queue_not_of_the_failed_store(
+    tmp_path: Path,
+) -> None:
+    """Queue on PostgreSQL, failed_jobs on SQLite (FAILED_CONNECTION left to the default)."""
+    with open_backend("postgresql", tmp_path, retry_after=60) as backend:
+        failed_url = f"sqlite:///{tmp_path / 'failed.sqlite'}"
+        connections = Connections({"sqlite": failed_url, "pgsql": backend.url}, "sqlite")
+        try:
+            reset_tables(connections.engine("sqlite"))
+            store = DatabaseFailedJobStore(connections, None)
+            driver = DatabaseDriver(connections, "pgsql", retry_after=60)
+            runner = JobRunner(backend.runner.container, backend.runner.signer, store)
+            backend.queue.push(jobs.Explode, args=["boom"])
+            Worker(
+                driver,
+                runner,
+                WorkerOptions(stop_when_empty=True, sleep=0.01),
+                output=lambda _line: None,
+                errors=lambda _line: None,
+            ).run()
+
+            [failure] = store.all()
+            assert failure.connection == "pgsql"
+            retry_failed(store, backend.queue.driver("database"), [failure.id])
+            assert [row.uuid for row in backend.jobs()] == [failure.uuid]
+        finally:
+            connections.close()
+
+
+def test_a_lease_lost_to_another_worker_is_not_acknowledged_by_the_first(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+    first = backend.driver.reserve(["default"])
+    assert first is not None
+    with backend.engine.begin() as connection:
+        connection.execute(update(queue_jobs).values(available_at=ms(START)))
+    second = backend.driver.reserve(["default"])
+    assert second is not None
+
+    assert backend.driver.extend(first) is False
+    assert backend.driver.acknowledge(second) is True
+    assert backend.jobs() == []

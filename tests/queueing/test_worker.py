@@ -1,0 +1,193 @@
+"""The worker in this process (the main thread, so `--timeout` can interrupt a job), on SQLite."""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from queueing.worker import Worker, WorkerOptions
+from tests.database_fixtures import Backend, open_backend
+from tests.queueing.drivers import jobs_for_database as jobs
+
+LINE = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)  (?P<job>\S+)  (?P<id>[0-9a-f]{12})  "
+    r"(?P<queue>\S+)  (?P<outcome>done|retry in \S+|failed|parked)  (?P<ms>\d+\.\d) ms"
+    r"(?:  \((?P<error>.*)\))?$"
+)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    """A database driver on a SQLite file, on the real clock."""
+    with open_backend("sqlite", tmp_path, retry_after=60) as backend:
+        yield backend
+
+
+@pytest.fixture
+def markers_dir(tmp_path: Path) -> Path:
+    """Where the jobs leave their markers."""
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+def run_worker(
+    backend: Backend, on_line: Callable[[str], None] | None = None, **options: object
+) -> tuple[Worker, list[str], list[str]]:
+    """Run a worker with `options` until it stops; return it and what it printed."""
+    lines: list[str] = []
+    errors: list[str] = []
+
+    def output(line: str) -> None:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
+    worker = Worker(
+        backend.driver,
+        backend.runner,
+        WorkerOptions(**{"sleep": 0.05, **options}),  # type: ignore[arg-type]
+        output=output,
+        errors=errors.append,
+    )
+    assert worker.run() == 0
+    return worker, lines, errors
+
+
+def parsed(lines: list[str]) -> list[dict[str, str]]:
+    """Split each job line into its fields, failing on a line of another shape."""
+    fields = []
+    for line in lines:
+        match = LINE.match(line)
+        assert match, f"not a job line: {line!r}"
+        fields.append(match.groupdict())
+    return fields
+
+
+def test_the_worker_runs_jobs_and_prints_one_line_per_job(
+    backend: Backend, markers_dir: Path
+) -> None:
+    pushed = backend.queue.push(jobs.Record, args=[str(markers_dir), "class"])
+    pushed += backend.queue.push(jobs.record, args=[str(markers_dir), "function"])
+    pushed += backend.queue.push(
+        functools.partial(jobs.record, str(markers_dir), "other"), queue="mail"
+    )
+
+    worker, lines, errors = run_worker(backend, queues=["default", "mail"], stop_when_empty=True)
+
+    assert worker.processed == 3
+    assert errors == []
+    assert [(f["job"], f["id"], f["queue"], f["outcome"]) for f in parsed(lines)] == [
+        ("Record", pushed[0][:12], "default", "done"),
+        ("record", pushed[1][:12], "default", "done"),
+        ("record", pushed[2][:12], "mail", "done"),
+    ]
+    assert jobs.runs_by_name(markers_dir) == {"class": 1, "function": 1, "other": 1}
+    assert backend.jobs() == []
+
+
+def test_a_retry_goes_back_with_its_delay_and_the_worker_runs_other_jobs_meanwhile(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [flaky] = backend.queue.push(jobs.FailOnce, args=[str(markers_dir), "flaky"])
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "meanwhile"])
+    snapshots = []
+
+    def on_line(line: str) -> None:
+        if "retry in" in line:
+            snapshots.append((time.time(), backend.jobs()))
+
+    started = time.time()
+    _worker, lines, _errors = run_worker(backend, on_line, stop_when_empty=True)
+
+    assert [(f["job"], f["outcome"]) for f in parsed(lines)] == [
+        ("FailOnce", "retry in 1s"),
+        ("Record", "done"),
+        ("FailOnce", "done"),
+    ]
+    assert "RuntimeError: the first attempt fails" in lines[0]
+    [(seen_at, rows)] = snapshots
+    row = next(row for row in rows if row.uuid == flaky)
+    assert (row.attempts, row.reserved_by, row.reserved_until) == (1, None, None)
+    assert round((started + 1) * 1000) <= row.available_at <= round((seen_at + 1) * 1000)
+    [meanwhile] = jobs.marker_times(markers_dir, "meanwhile")
+    first_attempt, second_attempt = jobs.marker_times(markers_dir, "flaky", "attempt")
+    # The other job ran while the retry waited: the worker did not sleep out the delay.
+    assert first_attempt < meanwhile < row.available_at / 1000 <= second_attempt
+    assert backend.jobs() == []
+    assert backend.failures() == []
+
+
+def test_max_jobs_stops_the_worker_after_that_many_jobs(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(*[jobs.Record] * 5, args=[str(markers_dir), "job"])
+
+    worker, lines, _errors = run_worker(backend, max_jobs=2)
+
+    assert worker.processed == 2
+    assert len(lines) == 2
+    assert jobs.runs_by_name(markers_dir) == {"job": 2}
+    assert len(backend.jobs()) == 3
+
+
+def test_stop_when_empty_waits_for_delayed_jobs(backend: Backend, markers_dir: Path) -> None:
+    pushed_at = time.time()
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "delayed"], wait=1)
+
+    worker, _lines, _errors = run_worker(backend, stop_when_empty=True)
+
+    assert worker.processed == 1
+    [ran_at] = jobs.marker_times(markers_dir, "delayed")
+    assert ran_at >= pushed_at + 0.999  # due times are whole milliseconds
+    assert backend.jobs() == []
+
+
+def test_stop_when_empty_returns_at_once_when_nothing_is_queued(backend: Backend) -> None:
+    worker, lines, errors = run_worker(backend, stop_when_empty=True)
+
+    assert (worker.processed, lines, errors) == (0, [], [])
+
+
+def test_timeout_fails_a_job_running_too_long_and_the_worker_goes_on(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [slow] = backend.queue.push(jobs.sleep_then_record, args=[str(markers_dir), "slow", 30])
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "next"])
+
+    worker, lines, errors = run_worker(backend, stop_when_empty=True, timeout=0.5)
+
+    fields = parsed(lines)
+    assert [(f["job"], f["outcome"]) for f in fields] == [
+        ("sleep_then_record", "failed"),
+        ("Record", "done"),
+    ]
+    assert fields[0]["error"] == "TimeoutError: job timed out after 0.5s"
+    assert any(slow in line and "timed out" in line for line in errors)
+    assert len(jobs.markers(markers_dir, "slow", "started")) == 1
+    assert jobs.runs_by_name(markers_dir) == {"next": 1}
+    [failure] = backend.failures()
+    assert (failure.uuid, failure.exception_type, failure.message) == (
+        slow,
+        "TimeoutError",
+        "job timed out after 0.5s",
+    )
+    assert worker.processed == 2
+    assert backend.jobs() == []
+
+
+def test_a_timed_out_attempt_of_a_job_class_is_retried(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.SlowRecord, args=[str(markers_dir), "slow", 30])
+
+    _worker, lines, _errors = run_worker(backend, max_jobs=1, timeout=0.3)
+
+    [fields] = parsed(lines)
+    assert fields["outcome"] == "retry in 1s"
+    assert fields["error"] == "TimeoutError: job timed out after 0.3s"
+    [row] = backend.jobs()
+    assert (row.attempts, row.reserved_by) == (1, None)
