@@ -407,6 +407,34 @@ def test_a_worker_without_a_key_says_how_to_make_one(project: Path, backend: Bac
 # The same commands on a server --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("engine", ["postgresql", "mariadb"])
+def test_status_and_failed_on_a_database_server(
+    engine: str, project: Path, tmp_path: Path, markers_dir: Path
+) -> None:
+    with open_backend(engine, tmp_path) as backend:
+        ids = fail(backend, markers_dir, "default")
+        backend.queue.push(jobs.Record, args=[str(markers_dir), "x"])
+        run = Craft(project, backend_env(project, backend))
+
+        [status] = run.json("queue:status", "--channel", backend.connection)
+        listed = run.json("queue:failed", "--since", "1 hour")
+        table = run.ok("queue:failed").splitlines()
+        assert run.json("queue:failed", "--since", "2999-01-01T00:00:00+00:00") == []
+        run.ok("queue:retry", "--all")
+
+        assert (status["connection"], status["pending"], status["failed"]) == (
+            backend.connection,
+            1,
+            1,
+        )
+        assert [(entry["uuid"], entry["connection"]) for entry in listed] == [
+            (ids[0], backend.connection)
+        ]
+        assert len(table) == 2 and "FailWhileBroken" in table[1]
+        assert backend.failures() == []
+        assert len(backend.jobs()) == 2
+
+
 # The README's main job ----------------------------------------------------------------------
 
 
