@@ -19,6 +19,7 @@ from craft.application import make
 from craft.errors import CraftError
 from queueing import FailedJobStore, JobRunner, MissingKeyError, Queue, UnknownDriverError
 from queueing.delay import seconds_to_wait
+from queueing.drivers.amqp import AmqpDriver
 from queueing.drivers.base import Driver, DriverUnavailableError
 from queueing.failed import DatabaseFailedJobStore, FailedTableMissingError
 from queueing.operations import NoSuchFailedJobError, retry_failed
@@ -301,7 +302,12 @@ def _report(as_json: bool, data: dict[str, Any], text: str) -> None:
 @click.command("queue:clear")
 @click.option("--driver", "-d", default=None, help="Driver (default: DRIVER).")
 @click.option("--channel", "-c", default=None, help="amqp: the queue; database: the connection.")
-@click.option("--queue", "-q", default=None, help="Only this queue (default: every queue).")
+@click.option(
+    "--queue",
+    "-q",
+    default=None,
+    help="Only this queue (default: every queue; amqp: the channel's queue).",
+)
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def queue_clear(
@@ -312,8 +318,17 @@ def queue_clear(
     clear = getattr(target, "clear", None)
     if clear is None:
         raise CraftError(f"the {target.name} driver keeps no jobs to clear")
-    what = f"queue {queue!r}" if queue else "every queue"
-    if not force and not click.confirm(f"Delete the pending jobs of {what} on {target.name}?"):
+    if isinstance(target, AmqpDriver):
+        # RabbitMQ purges one named queue; a new process knows none of the
+        # holding queues where delayed jobs wait, so those are left alone.
+        prompt = (
+            f"Delete the ready jobs of queue {target.queue_for(channel, queue)!r} on amqp "
+            f"({target.where})? Delayed jobs in its holding queues are kept."
+        )
+    else:
+        what = f"queue {queue!r}" if queue else "every queue"
+        prompt = f"Delete the pending jobs of {what} on {target.name}?"
+    if not force and not click.confirm(prompt):
         raise CraftError("nothing deleted")
     count = _run(lambda: clear(queue=queue, channel=channel))
     _report(as_json, {"deleted": count}, f"deleted {count} pending job(s)")
