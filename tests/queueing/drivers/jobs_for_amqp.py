@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from queueing import Queueable
 
@@ -83,6 +84,29 @@ class FailFirst(Queueable):
         if first:
             raise RuntimeError("the first attempt fails")
         write_marker(directory, name)
+
+
+class GivesUp(Queueable):
+    """Fails its only attempt; `failed()` leaves a `failed` marker holding what it was given."""
+
+    run_again_on_fail = False
+
+    def handle(self, directory: str, name: str) -> None:
+        """Mark the attempt, then raise."""
+        write_marker(directory, name, "attempt")
+        raise RuntimeError("this job always fails")
+
+    def failed(self, payload: dict[str, Any], error: Exception) -> None:
+        """Leave a marker naming the attempts the payload reports and the error."""
+        directory, name = payload["args"]
+        path = Path(directory) / f"{name}.failed.{os.getpid()}.{uuid.uuid4().hex}"
+        path.write_text(f"{payload['ran']} {payload['queue']} {error}")
+
+
+def explode(directory: str, name: str) -> None:
+    """A plain function that marks its run and raises."""
+    write_marker(directory, name, "attempt")
+    raise ValueError("a plain function failed")
 
 
 class Forged:

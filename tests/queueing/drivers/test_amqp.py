@@ -15,6 +15,7 @@ import pickle
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,9 +30,11 @@ from urllib.parse import quote
 import pika
 import pika.exceptions
 import pytest
+from pika.adapters.blocking_connection import BlockingChannel
 
 from container import Container
-from providers.queue_provider import DRIVERS
+from providers.configuration import Configuration
+from providers.queue_provider import DRIVERS, read_queue_config
 from queueing import FailedJob, JobRunner, Outcome, Queue, Signer
 from queueing.connections import Connections
 from queueing.drivers.amqp import (
@@ -224,6 +227,75 @@ def wait_until(condition: Callable[[], Any], timeout: float, message: str) -> An
             raise AssertionError(f"{message} (waited {timeout:g}s)")
         time.sleep(0.02)
     return value
+
+
+def settled(driver: AmqpDriver, broker: Broker, queue: str) -> bool:
+    """Close `driver` and say whether `queue` is empty.
+
+    Closing hands every unacknowledged message back to the queue, so an empty
+    queue afterwards means every message was acknowledged, not just delivered.
+    """
+    driver.close()
+    return broker.get(queue) is None
+
+
+@pytest.fixture
+def sqlite_failed_store(tmp_path: Path) -> Iterator[DatabaseFailedJobStore]:
+    """A real `failed_jobs` table in a SQLite file of the test (`failed.sqlite`)."""
+    connections = Connections({"sqlite": f"sqlite:///{tmp_path / 'failed.sqlite'}"}, "sqlite")
+    metadata.create_all(connections.engine("sqlite"))
+    try:
+        yield DatabaseFailedJobStore(connections, "sqlite")
+    finally:
+        connections.close()
+
+
+def craft_environment(key: str, tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `craft` process: our key, the test's SQLite file, `settings`."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("APP_", "DB_", "QUEUE_"))
+    }
+    environment.update(APP_KEY=key, DB_SQLITE_URL=f"sqlite:///{tmp_path / 'failed.sqlite'}")
+    return {**environment, **settings}
+
+
+def craft(
+    environment: dict[str, str], *arguments: str, answer: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `craft` from the repository root and return what it did."""
+    return subprocess.run(
+        [str(CRAFT), *arguments],
+        cwd=ROOT,
+        env=environment,
+        input=answer,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def kill_socket_on_publish(
+    monkeypatch: pytest.MonkeyPatch, failing: Callable[[int], bool]
+) -> list[int]:
+    """Cut the TCP connection under the driver's publishes that `failing(n)` picks.
+
+    The socket is shut down just before the n-th `basic_publish` (counted
+    from 1) sends its frames, so pika meets a dead connection as it would
+    after a network failure. Returns the list of publish numbers tried.
+    """
+    real = BlockingChannel.basic_publish
+    tried: list[int] = []
+
+    def publish(channel: BlockingChannel, *arguments: Any, **keywords: Any) -> None:
+        tried.append(len(tried) + 1)
+        if failing(tried[-1]):
+            channel.connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+        real(channel, *arguments, **keywords)
+
+    monkeypatch.setattr(BlockingChannel, "basic_publish", publish)
+    return tried
 
 
 def rabbitmqctl(*arguments: str) -> None:
@@ -448,6 +520,78 @@ def test_pushing_from_8_threads_delivers_every_job_once_over_one_connection_per_
     assert not driver.waiting([queue_name])
 
 
+def test_a_connection_lost_mid_push_is_reopened_and_each_job_arrives_once(
+    queue: Queue,
+    driver: AmqpDriver,
+    broker: Broker,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried = kill_socket_on_publish(monkeypatch, lambda number: number == 2)
+
+    ids = queue.push(jobs.Numbered(1), jobs.Numbered(2), jobs.Numbered(3), args=["/nowhere"])
+
+    # The first job was confirmed before the connection died: only the
+    # second and third are published (again) on the new connection.
+    assert tried == [1, 2, 3, 4]
+    assert broker.ready(queue_name) == 3
+    taken = []
+    for _ in ids:
+        held = reserve(driver, queue_name)
+        taken.append(held.envelope.id)
+        assert driver.acknowledge(held)
+    assert taken == ids
+
+
+def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_nothing(
+    drivers: Callable[..., AmqpDriver],
+    key: str,
+    broker: Broker,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver = drivers(queue=queue_name, publish_attempts=3)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    tried = kill_socket_on_publish(monkeypatch, lambda number: True)
+
+    with pytest.raises(
+        AmqpUnavailableError, match=r"after 3 attempt\(s\).*; 2 job\(s\) not queued"
+    ):
+        queue.push(jobs.Numbered(1), jobs.Numbered(2), args=["/nowhere"])
+
+    assert tried == [1, 2, 3]
+    assert broker.get(queue_name) is None
+    # Once the network is back, the same driver pushes again.
+    monkeypatch.undo()
+    queue.push(jobs.Numbered(3), args=["/nowhere"])
+    assert broker.ready(queue_name) == 1
+
+
+def test_a_message_the_broker_nacks_raises_at_push(
+    drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
+) -> None:
+    driver = drivers(queue=queue_name, publish_attempts=2)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    driver.check()
+    # A full queue that rejects publishes makes the broker nack every message.
+    policy = f"{queue_name}-full"
+    rabbitmqctl(
+        "set_policy",
+        "--apply-to",
+        "queues",
+        policy,
+        f"^{queue_name}$",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+    )
+    try:
+        with pytest.raises(PublishRefusedError, match=r"NackError.*after 2 attempt\(s\)"):
+            queue.push(jobs.Numbered(1), args=["/nowhere"])
+    finally:
+        rabbitmqctl("clear_policy", policy)
+
+    assert broker.get(queue_name) is None
+
+
 # Settling ----------------------------------------------------------------------------------
 
 
@@ -484,6 +628,98 @@ def test_a_job_failing_its_last_attempt_is_stored_then_acknowledged(
     assert any("failed" in line for line in lines)
     assert not driver.waiting([queue_name])
     assert broker.ready(queue_name) == 0
+
+
+def test_a_worker_holds_no_more_unacknowledged_messages_than_prefetch(
+    drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
+) -> None:
+    driver = drivers(queue=queue_name, prefetch=2)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue.push(*[jobs.Numbered(number) for number in range(4)], args=["/nowhere"])
+
+    held = reserve(driver, queue_name)
+
+    wait_until(lambda: broker.ready(queue_name) == 2, 5, "the consumer took more or fewer than 2")
+    time.sleep(0.3)
+    assert broker.ready(queue_name) == 2
+    assert driver.acknowledge(held)
+    wait_until(lambda: broker.ready(queue_name) == 1, 5, "the acknowledgement freed no room")
+
+
+def test_a_retry_waits_in_a_holding_queue_with_the_same_body_and_its_attempts_in_the_headers(
+    queue: Queue, driver: AmqpDriver, broker: Broker, queue_name: str
+) -> None:
+    broker.delayed(queue_name, 5.0)
+    [job_id] = queue.push(jobs.Numbered(7), args=["/nowhere"])
+    held = reserve(driver, queue_name)
+
+    assert driver.release(held, 5.0)
+
+    holding = holding_queue_name(queue_name, holding_delay(5.0))
+    _method, properties, body = broker.get(holding) or pytest.fail("no message is held")
+    assert properties.headers["job-id"] == job_id
+    assert properties.headers["job-attempts"] == 1
+    assert properties.headers["job-queue"] == queue_name
+    # The same signed body: the instance goes back with the state it was pushed with.
+    assert body == held.envelope.body
+    assert settled(driver, broker, queue_name)
+
+
+def test_a_job_giving_up_has_failed_called_is_stored_and_is_acknowledged(
+    queue: Queue,
+    driver: AmqpDriver,
+    key: str,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    sqlite_failed_store: DatabaseFailedJobStore,
+) -> None:
+    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
+    [job_id] = queue.push(jobs.GivesUp, args=[str(markers_dir), "doomed"])
+
+    lines = work(driver, runner, queue_name, max_jobs=1)
+
+    [failed_marker] = jobs.markers(markers_dir, "doomed", "failed")
+    assert failed_marker.read_text() == f"1 {queue_name} this job always fails"
+    [stored] = sqlite_failed_store.all()
+    assert (stored.uuid, stored.driver, stored.queue, stored.reason, stored.attempts) == (
+        job_id,
+        "amqp",
+        queue_name,
+        "failed",
+        1,
+    )
+    assert any("failed" in line and job_id in line for line in lines)
+    assert settled(driver, broker, queue_name)
+
+
+def test_a_failing_plain_function_is_stored_as_failed_and_the_worker_goes_on(
+    queue: Queue,
+    driver: AmqpDriver,
+    key: str,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    sqlite_failed_store: DatabaseFailedJobStore,
+) -> None:
+    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
+    [function_id] = queue.push(jobs.explode, args=[str(markers_dir), "boom"])
+    queue.push(jobs.Record, args=[str(markers_dir), "next"])
+
+    lines = work(driver, runner, queue_name, max_jobs=2)
+
+    # A function runs once: no retry, no callback.
+    assert len(jobs.markers(markers_dir, "boom", "attempt")) == 1
+    assert len(jobs.markers(markers_dir, "next")) == 1
+    [stored] = sqlite_failed_store.all()
+    assert (stored.uuid, stored.name, stored.reason, stored.exception_type) == (
+        function_id,
+        "tests.queueing.drivers.jobs_for_amqp.explode",
+        "failed",
+        "ValueError",
+    )
+    assert any("ValueError: a plain function failed" in line for line in lines)
+    assert settled(driver, broker, queue_name)
 
 
 # Delays ------------------------------------------------------------------------------------
@@ -576,8 +812,26 @@ def test_forged_messages_are_parked_and_acknowledged_without_being_unpickled(
     assert unsigned.envelope.name == "unknown"
     assert all(failure.envelope.queue == queue_name for failure in store.failures)
     assert list(markers_dir.iterdir()) == []
-    assert broker.ready(queue_name) == 0
     assert not driver.waiting([queue_name])
+    assert settled(driver, broker, queue_name)
+
+
+def test_a_message_that_is_not_ours_is_parked_as_corrupt_and_acknowledged(
+    driver: AmqpDriver,
+    runner: JobRunner,
+    store: RecordingStore,
+    broker: Broker,
+    queue_name: str,
+) -> None:
+    broker.publish(queue_name, b"not a payload " + secrets.token_bytes(48))
+    broker.publish(queue_name, b"")
+
+    lines = work(driver, runner, queue_name, max_jobs=2)
+
+    assert [failure.reason for failure in store.failures] == ["corrupt", "corrupt"]
+    assert {failure.envelope.name for failure in store.failures} == {"unknown"}
+    assert any("parked" in line for line in lines)
+    assert settled(driver, broker, queue_name)
 
 
 # Operators ---------------------------------------------------------------------------------
@@ -629,24 +883,68 @@ def test_queue_status_counts_from_the_broker(
     queue: Queue, queue_name: str, key: str, tmp_path: Path
 ) -> None:
     queue.push(jobs.Numbered(1), jobs.Numbered(2), args=["/nowhere"])
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("APP_", "DB_", "QUEUE_"))
-    }
-    environment.update(APP_KEY=key, DB_SQLITE_URL=f"sqlite:///{tmp_path / 'x.sqlite'}")
 
-    status = subprocess.run(
-        [str(CRAFT), "queue:status", "--driver", "amqp", "--channel", queue_name, "--json"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    status = craft(
+        craft_environment(key, tmp_path),
+        "queue:status",
+        "--driver",
+        "amqp",
+        "--channel",
+        queue_name,
+        "--json",
     )
 
     assert status.returncode == 0, status.stderr
     assert '"pending": 2' in status.stdout
+
+
+def test_queue_work_failed_puts_stored_failed_amqp_jobs_back_on_their_queue(
+    queue: Queue,
+    driver: AmqpDriver,
+    key: str,
+    queue_name: str,
+    markers_dir: Path,
+    tmp_path: Path,
+    sqlite_failed_store: DatabaseFailedJobStore,
+) -> None:
+    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
+    [job_id] = queue.push(jobs.GivesUp, args=[str(markers_dir), "doomed"])
+    work(driver, runner, queue_name, max_jobs=1)
+    assert [stored.uuid for stored in sqlite_failed_store.all()] == [job_id]
+
+    requeue = craft(craft_environment(key, tmp_path), "queue:work", "--driver", "amqp", "--failed")
+
+    assert requeue.returncode == 0, requeue.stderr
+    assert requeue.stdout == "put 1 failed job(s) back on their queues\n"
+    assert sqlite_failed_store.all() == []
+    again = reserve(driver, queue_name)
+    assert (again.envelope.id, again.envelope.queue, again.envelope.attempts) == (
+        job_id,
+        queue_name,
+        1,
+    )
+
+
+def test_queue_clear_on_amqp_names_the_one_queue_it_purges_and_purges_it(
+    queue: Queue, broker: Broker, queue_name: str, key: str, tmp_path: Path
+) -> None:
+    queue.push(jobs.Numbered(1), jobs.Numbered(2), args=["/nowhere"])
+    environment = craft_environment(key, tmp_path)
+    arguments = ("queue:clear", "--driver", "amqp", "--channel", queue_name)
+
+    declined = craft(environment, *arguments, answer="n\n")
+
+    assert declined.returncode != 0
+    assert (
+        f"Delete the ready jobs of queue '{queue_name}' on amqp (127.0.0.1:5672/)? "
+        "Delayed jobs in its holding queues are kept." in declined.stdout
+    )
+    assert "every queue" not in declined.stdout
+    assert declined.stderr.strip() == "craft: nothing deleted"
+    assert broker.ready(queue_name) == 2
+    forced = craft(environment, *arguments, "--force")
+    assert (forced.returncode, forced.stdout) == (0, "deleted 2 pending job(s)\n")
+    assert broker.ready(queue_name) == 0
 
 
 # Settings ----------------------------------------------------------------------------------
@@ -703,6 +1001,38 @@ def test_a_password_with_special_characters_works_from_settings_and_from_a_url(
     assert from_url.parameters.credentials.password == password
     assert from_url.parameters.heartbeat == 5
     assert password not in from_url.where
+
+
+def test_amqp_settings_are_read_from_the_environment_by_config_queue(
+    key: str, broker: Broker, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def configured_driver() -> AmqpDriver:
+        _default, settings = read_queue_config(Configuration(ROOT))
+        driver = DRIVERS["amqp"][0](Container(), settings["amqp"])
+        assert isinstance(driver, AmqpDriver)
+        return driver
+
+    monkeypatch.setenv("QUEUE_AMQP_CHANNEL", queue_name)
+    monkeypatch.setenv("QUEUE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    monkeypatch.setenv("QUEUE_AMQP_CONNECTION_ATTEMPTS", "5")
+    monkeypatch.setenv("QUEUE_AMQP_HEARTBEAT", "7")
+    monkeypatch.setenv("QUEUE_AMQP_PREFETCH", "4")
+    from_url = configured_driver()
+    monkeypatch.delenv("QUEUE_AMQP_URL")
+    monkeypatch.setenv("QUEUE_AMQP_PORT", "none")
+    monkeypatch.setenv("QUEUE_AMQP_PASSWORD", "guest")
+    from_parts = configured_driver()
+
+    for driver in (from_url, from_parts):
+        parameters = driver.parameters
+        assert (parameters.host, parameters.port, parameters.virtual_host) == (
+            "127.0.0.1",
+            5672,
+            "/",
+        )
+        assert (parameters.connection_attempts, parameters.heartbeat, driver.prefetch) == (5, 7, 4)
+        assert driver.default_queue == queue_name
+        round_trip(driver, key, queue_name)
 
 
 def test_a_wrong_password_is_refused_with_a_clear_error(
