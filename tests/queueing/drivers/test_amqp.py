@@ -855,12 +855,13 @@ def test_counts_and_clear_see_ready_and_delayed_messages(
 
 
 def test_stored_failed_jobs_go_back_on_their_amqp_queue_with_no_attempts_spent(
-    queue: Queue, driver: AmqpDriver, key: str, queue_name: str, tmp_path: Path
+    queue: Queue,
+    driver: AmqpDriver,
+    key: str,
+    queue_name: str,
+    sqlite_failed_store: DatabaseFailedJobStore,
 ) -> None:
-    connections = Connections({"sqlite": f"sqlite:///{tmp_path / 'failed.sqlite'}"}, "sqlite")
-    metadata.create_all(connections.engine("sqlite"))
-    store = DatabaseFailedJobStore(connections, "sqlite")
-    runner = JobRunner(Container(), Signer(key), store)
+    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
     [job_id] = queue.push(jobs.FailFirst, args=["/nowhere/missing", "x"])
     held = reserve(driver, queue_name)
     # As if this had been its last attempt.
@@ -868,10 +869,7 @@ def test_stored_failed_jobs_go_back_on_their_amqp_queue_with_no_attempts_spent(
     assert driver.bury(held)
     assert failed.outcome is Outcome.FAILED
 
-    try:
-        [requeued] = retry_failed(store, queue, driver="amqp")
-    finally:
-        connections.close()
+    [requeued] = retry_failed(sqlite_failed_store, queue, driver="amqp")
 
     assert requeued.uuid == job_id
     again = reserve(driver, queue_name)
