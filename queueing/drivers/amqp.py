@@ -39,8 +39,9 @@ Delays (`wait=` and retry delays) never block a queue: a message due later
 goes to a holding queue `<queue>.delay.<ms>` whose messages all live `<ms>`
 milliseconds (`x-message-ttl`) and are then dead-lettered into `<queue>`.
 Every message of one holding queue has the same lifetime, so none waits
-behind a longer one. Delays are rounded to about 1% (`holding_delay`) to keep
-the number of holding queues small, and an idle holding queue deletes itself
+behind a longer one. Delays are rounded up by at most about 1%
+(`holding_delay`) to keep the number of holding queues small without ever
+running a job before it is due, and an idle holding queue deletes itself
 a minute after its last message is due (`x-expires`). A retry publishes the
 same signed body (the job's state included) to its holding queue with the
 attempts in the headers, and acknowledges the original only once the broker
@@ -103,6 +104,8 @@ DEFAULT_VHOST = "/"
 # An idle holding queue outlives its last message by this long before the
 # broker deletes it; every delayed publish declares it again first.
 HOLDING_QUEUE_SLACK_MS = 60_000
+# How far below a step a delay may fall and still be rounded down to it.
+FLOAT_SLACK_MS = 0.01
 # Seconds the consumer thread blocks in pika's I/O loop per turn; threadsafe
 # callbacks (acknowledgements) wake it at once, so this only bounds shutdown.
 POLL_SECONDS = 0.2
@@ -183,17 +186,20 @@ def connection_parameters(
 def holding_delay(seconds: float) -> int:
     """Return the milliseconds a message due in `seconds` spends in a holding queue.
 
-    The delay is rounded to the power of ten of milliseconds that is about 1%
-    of it (1 s -> steps of 10 ms, 10 minutes -> steps of 1 s), so pushes a few
-    milliseconds apart share a holding queue. Delays just short of a power of
-    ten take the next step up, so `wait=1`, published 3 ms after it was
-    computed, still rounds to 1000 ms. 0 means due now.
+    The delay is rounded up to a multiple of the power of ten of milliseconds
+    that is about 1% of it (1 s -> steps of 10 ms, 10 minutes -> steps of
+    1 s), so pushes a few milliseconds apart share a holding queue and none
+    leaves it before it is due. Delays just short of a power of ten take the
+    next step up, so `wait=1`, published 3 ms after it was computed, still
+    becomes 1000 ms. 0 means due now.
     """
     milliseconds = seconds * 1000
     if milliseconds < 0.5:
         return 0
     step = 10 ** max(0, math.floor(math.log10(milliseconds * 1.02)) - 2)
-    return round(milliseconds / step) * step
+    # Epoch seconds subtract with an error of a few ten-thousandths of a
+    # millisecond; without this slack an exact 1000 ms could become 1010.
+    return math.ceil((milliseconds - FLOAT_SLACK_MS) / step) * step
 
 
 def holding_queue_name(queue: str, milliseconds: int) -> str:

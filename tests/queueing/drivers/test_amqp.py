@@ -773,15 +773,19 @@ def test_a_retry_delay_does_not_hold_back_the_jobs_behind_it(
     assert len(jobs.markers(markers_dir, "flaky")) == 1
 
 
-def test_holding_delays_are_rounded_to_about_one_percent() -> None:
+def test_holding_delays_are_rounded_up_by_about_one_percent_at_most() -> None:
     assert holding_delay(0) == 0
     assert holding_delay(-3) == 0
     assert holding_delay(0.0004) == 0
-    assert holding_delay(0.0123) == 12
-    assert holding_delay(0.9754) == 975
-    assert holding_delay(1.0) == holding_delay(0.998) == holding_delay(1.004) == 1000
+    assert holding_delay(0.0123) == 13
+    assert holding_delay(0.9754) == 976
+    assert holding_delay(1.0) == holding_delay(0.991) == 1000
+    assert holding_delay(1.0 + 2e-7) == 1000
+    assert holding_delay(1.004) == 1010
     assert holding_delay(599.997) == holding_delay(600) == 600_000
     assert holding_delay(86_399.2) == 86_400_000
+    for seconds in (0.0017, 0.49, 3.3333, 59.9, 61.5, 3599.9, 7 * 86_400.0 + 0.5):
+        assert seconds * 1000 <= holding_delay(seconds) <= seconds * 1000 * 1.011 + 1
     assert holding_queue_name("mail", 1000) == "mail.delay.1000"
 
 
