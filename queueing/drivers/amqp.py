@@ -72,6 +72,7 @@ messages_unacknowledged` show the rest.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import functools
 import logging
@@ -543,7 +544,10 @@ class AmqpDriver(Driver):
                     ) from error
             except amqp.ChannelClosedByBroker as error:
                 if publisher is not None:
-                    publisher.reopen_channel()
+                    # If the connection died too, the refusal is still the
+                    # error to report; the next use replaces the publisher.
+                    with contextlib.suppress(*CONNECTION_ERRORS):
+                        publisher.reopen_channel()
                 raise PublishRefusedError(
                     f"RabbitMQ at {self.where} refused {what}: "
                     f"{error.reply_code} {error.reply_text}" + _unsent(unsent)

@@ -464,6 +464,20 @@ def test_a_message_the_broker_cannot_route_raises_at_push(
         queue.push(jobs.Record, args=["/nowhere", "a"])
 
 
+def test_a_queue_the_broker_refuses_to_declare_raises_at_push_and_the_driver_goes_on(
+    queue: Queue, broker: Broker, queue_name: str
+) -> None:
+    # The queue exists with other arguments, so declaring it our way is refused.
+    broker.channel.queue_declare(queue_name, durable=True, arguments={"x-max-length": 10})
+    elsewhere = broker.name()
+
+    with pytest.raises(PublishRefusedError, match=r"406 PRECONDITION_FAILED.*1 job"):
+        queue.push(jobs.Numbered(1), args=["/nowhere"])
+
+    queue.push(jobs.Numbered(2), args=["/nowhere"], channel=elsewhere)
+    assert (broker.ready(queue_name), broker.ready(elsewhere)) == (0, 1)
+
+
 def test_an_unreachable_broker_raises_a_clear_error_on_push_and_reserve(
     drivers: Callable[..., AmqpDriver], key: str
 ) -> None:
