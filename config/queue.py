@@ -28,6 +28,11 @@ DRIVERS = {
         # Seconds a reserved job stays leased before another worker may take
         # it; a running worker keeps extending the lease of its job.
         "retry_after": 90,
+        # Due jobs a worker reserves at once. More means fewer round trips per
+        # job; the ones not started yet are given back when the job in hand
+        # runs long (its lease needs extending) or the worker stops. Use 1 for
+        # strict queue priority with long jobs.
+        "prefetch": env("QUEUE_DATABASE_PREFETCH", 10),
     },
     "amqp": {
         # RabbitMQ. Credentials go to the broker as they are, so any character

@@ -45,6 +45,7 @@ def _build_database(container: Container, settings: dict[str, Any]) -> Driver:
         connection=settings.get("channel"),
         queue=settings.get("queue", "default"),
         retry_after=float(settings.get("retry_after", 90)),
+        prefetch=int(settings.get("prefetch", 1)),
     )
 
 
@@ -71,7 +72,10 @@ def _build_amqp(container: Container, settings: dict[str, Any]) -> Driver:
 DRIVERS: dict[str, tuple[DriverBuilder, frozenset[str]]] = {
     "async": (_build_async, frozenset({"mode", "workers", "blocking", "exit_grace"})),
     "sync": (_build_sync, frozenset({"raise_errors"})),
-    "database": (_build_database, frozenset({"channel", "queue", "retry_after"})),
+    "database": (
+        _build_database,
+        frozenset({"channel", "queue", "retry_after", "prefetch"}),
+    ),
     "amqp": (
         _build_amqp,
         frozenset(

@@ -1,9 +1,17 @@
-"""Database connections by name, each a `records.Database` over a SQLAlchemy engine."""
+"""Database connections by name, each a `records.Database` over a SQLAlchemy engine.
+
+Besides the pools, a thread may keep DBAPI connections of its own
+(`kept`): a worker reserving and settling jobs runs two or three short
+statements per job, and checking a pooled connection out (and pinging it)
+for each would cost more than the statements themselves.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import records
 from sqlalchemy import event
@@ -38,6 +46,7 @@ class Connections:
         self.urls = dict(urls)
         self.default = default
         self._databases: dict[str, records.Database] = {}
+        self._kept: dict[tuple[int, str, str], Any] = {}
         self._lock = threading.Lock()
 
     def url(self, name: str | None = None) -> str:
@@ -69,9 +78,54 @@ class Connections:
         """Return the SQLAlchemy engine of connection `name`."""
         return self.database(name).get_engine()
 
+    def kept(self, name: str | None = None, role: str = "work") -> Any:
+        """Return the DBAPI connection this thread keeps on `name` for `role`, in autocommit.
+
+        It is opened on first use and stays open until `discard` or `close`;
+        statements on it commit one by one unless the caller sends `BEGIN`.
+        """
+        key = (threading.get_ident(), name or self.default, role)
+        connection = self._kept.get(key)
+        if connection is None:
+            connection = _autocommit(self.engine(key[1]).raw_connection())
+            with self._lock:
+                self._kept[key] = connection
+        return connection
+
+    def discard(self, name: str | None = None, role: str = "work") -> None:
+        """Close and forget this thread's kept connection (after it failed)."""
+        key = (threading.get_ident(), name or self.default, role)
+        with self._lock:
+            connection = self._kept.pop(key, None)
+        if connection is not None:
+            _close_quietly(connection)
+
     def close(self) -> None:
-        """Close every open connection pool."""
+        """Close every open connection pool and every kept connection."""
         with self._lock:
             databases, self._databases = list(self._databases.values()), {}
+            kept, self._kept = list(self._kept.values()), {}
+        for connection in kept:
+            _close_quietly(connection)
         for database in databases:
             database.close()
+
+
+def _autocommit(pooled: Any) -> Any:
+    """Take a connection out of its pool for good and switch it to autocommit."""
+    connection = pooled.dbapi_connection
+    pooled.detach()
+    connection.rollback()  # a pool ping may have opened a transaction
+    if hasattr(connection, "autocommit") and not callable(connection.autocommit):
+        connection.autocommit = True  # psycopg
+    elif hasattr(connection, "autocommit"):
+        connection.autocommit(True)  # PyMySQL
+    else:
+        connection.isolation_level = None  # sqlite3
+    return connection
+
+
+def _close_quietly(connection: Any) -> None:
+    # A connection that failed may fail again on close; it is gone either way.
+    with contextlib.suppress(Exception):
+        connection.close()

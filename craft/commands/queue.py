@@ -179,7 +179,12 @@ def queue_work(
             + (f" ({channel})" if channel else "")
             + f", queues: {', '.join(options.queues)}"
         )
-    sys.exit(_run(Worker(target, runner, options).run))
+    try:
+        code = _run(Worker(target, runner, options).run)
+    finally:
+        # Gives back jobs reserved ahead of time and closes the broker connections.
+        target.close()
+    sys.exit(code)
 
 
 def _supervise(concurrency: int, params: dict[str, Any]) -> int:

@@ -10,6 +10,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -494,3 +495,144 @@ def test_a_lease_lost_to_another_worker_is_not_acknowledged_by_the_first(
     assert backend.driver.extend(first) is False
     assert backend.driver.acknowledge(second) is True
     assert backend.jobs() == []
+
+
+# Reserving ahead (prefetch) and waking idle workers ----------------------------------------
+
+
+def prefetching(backend: Backend, prefetch: int) -> DatabaseDriver:
+    """A second driver on the backend's connection that reserves `prefetch` jobs at once."""
+    return DatabaseDriver(
+        backend.connections,
+        backend.connection,
+        retry_after=60,
+        prefetch=prefetch,
+        clock=backend.clock,
+    )
+
+
+def test_prefetch_reserves_a_batch_under_one_lease_and_hands_it_out_in_due_order(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    later = backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], wait=2)
+    now = backend.queue.push(jobs.Record, jobs.Record, args=[str(markers_dir), "a"])
+    clock.advance(2)
+    driver = prefetching(backend, 5)
+
+    first = driver.reserve(["default"])
+
+    assert first is not None
+    assert {row.reserved_by for row in backend.jobs()} == {first.token}
+    assert all(row.attempts == 1 for row in backend.jobs())
+    order = [first.envelope.id]
+    while (held := driver.reserve(["default"])) is not None:
+        order.append(held.envelope.id)
+        assert held.envelope.attempts == 1
+    assert order == [*now, *later]
+
+
+def test_jobs_reserved_ahead_are_given_back_with_their_attempt_when_the_worker_stops(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(*[jobs.Record] * 4, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 10)
+    held = driver.reserve(["default"])
+    assert held is not None
+
+    assert driver.release_unstarted() == 3
+
+    rows = {row.uuid: row for row in backend.jobs()}
+    assert rows.pop(held.envelope.id).reserved_by == held.token
+    assert [(row.attempts, row.reserved_by) for row in rows.values()] == [(0, None)] * 3
+    assert backend.driver.reserve(["default"]) is not None
+    assert driver.acknowledge(held)
+
+
+def test_a_job_that_needs_its_lease_extended_gives_back_the_jobs_reserved_behind_it(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(*[jobs.Record] * 3, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 10)
+    held = driver.reserve(["default"])
+    assert held is not None
+
+    assert driver.extend(held)
+
+    others = [row for row in backend.jobs() if row.uuid != held.envelope.id]
+    assert [(row.attempts, row.reserved_by) for row in others] == [(0, None)] * 2
+    assert driver.reserve(["default"]) is not None  # reserved afresh, not from the batch
+
+
+def test_a_job_reserved_ahead_whose_lease_is_half_gone_is_given_back_not_run(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, jobs.Record, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 10)
+    first = driver.reserve(["default"])
+    assert first is not None and driver.acknowledge(first)
+    clock.advance(31)  # 29 s of the 60 s lease left
+
+    again = driver.reserve(["default"])
+
+    assert again is not None
+    assert again.envelope.attempts == 1  # the batch's attempt was given back first
+    [row] = backend.jobs()
+    assert row.reserved_by == again.token and row.reserved_until == ms(START + 91)
+
+
+def test_a_stopped_worker_never_runs_jobs_it_reserved_ahead_and_gives_them_back(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(*[jobs.Record] * 5, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 10)
+    worker = Worker(
+        driver,
+        backend.runner,
+        WorkerOptions(max_jobs=2, sleep=0.01),
+        output=lambda line: None,
+        errors=lambda line: None,
+    )
+
+    worker.run()
+    driver.close()
+
+    assert len(jobs.markers(markers_dir, "a")) == 2
+    assert sorted((row.attempts, row.reserved_by) for row in backend.jobs()) == [(0, None)] * 3
+
+
+def test_an_idle_wait_ends_when_the_next_delayed_job_is_due(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "a"], wait=0.3)
+    started = time.monotonic()
+
+    backend.driver.wait_for_jobs(["default"], None, 10.0, threading.Event())
+
+    assert 0.25 <= time.monotonic() - started < 5
+
+
+def test_an_idle_wait_ends_as_soon_as_it_is_woken(backend: Backend) -> None:
+    wake = threading.Event()
+    threading.Timer(0.2, wake.set).start()
+    started = time.monotonic()
+
+    backend.driver.wait_for_jobs(["default"], None, 10.0, wake)
+
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_an_idle_worker_on_postgresql_or_sqlite_wakes_when_a_job_is_pushed(
+    engine: str, tmp_path: Path, markers_dir: Path
+) -> None:
+    with open_backend(engine, tmp_path, retry_after=60) as backend:
+        driver = backend.driver
+        threading.Timer(
+            0.3, lambda: backend.queue.push(jobs.Record, args=[str(markers_dir), "a"])
+        ).start()
+        started = time.monotonic()
+
+        driver.wait_for_jobs(["default"], None, 20.0, threading.Event())
+
+        assert time.monotonic() - started < 10, "the push did not wake the waiting worker"
+        assert driver.reserve(["default"]) is not None
