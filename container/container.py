@@ -4,6 +4,11 @@ Registrations live in a `punq` container; this module adds what an application
 needs on top of it: string keys next to class keys, building classes that were
 never bound, calling functions with their annotated parameters filled in, a
 `swap` for tests, and one error type that says exactly what could not be built.
+
+A worker builds and calls a job this way for every job it runs, so what follows
+from a callable's definition alone (its signature, its type hints, which
+constructor parameters need a service) is worked out once per function or class
+and kept. Bindings are never kept: each `make` and `call` resolves them afresh.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FunctionType, MethodType
 from typing import Any, TypeVar, get_type_hints
+from weakref import WeakKeyDictionary
 
 import punq
 
@@ -79,6 +86,11 @@ class Container:
         # it; error messages need both, so each binding is recorded here too,
         # one layer per `swap` block.
         self._bindings: list[dict[Any, Any]] = [{}]
+        # Constructor plans of unbound classes. Their hints are evaluated
+        # against the names registered in the current punq registry, as punq
+        # does, so the plans belong to that registry and are dropped whenever
+        # it gains a binding.
+        self._constructors: WeakKeyDictionary[type, _ConstructorPlan] = WeakKeyDictionary()
         self.instance(Container, self)
 
     # Registration -----------------------------------------------------------------
@@ -98,6 +110,7 @@ class Container:
         """Bind `key` to the ready object `value`."""
         self._registry.register(_registry_key(key), instance=value)
         self._bindings[-1][key] = None
+        self._constructors.clear()
         return self
 
     def _register(self, key: Any, concrete: Any | None, scope: punq.Scope) -> Container:
@@ -120,6 +133,7 @@ class Container:
         except punq.InvalidForwardReferenceError as error:
             raise ResolutionError(f"cannot bind {describe(key)}: {error}") from error
         self._bindings[-1][key] = concrete
+        self._constructors.clear()
         return self
 
     def has(self, key: Any) -> bool:
@@ -134,7 +148,7 @@ class Container:
             if self.has(key):
                 return self._registry.resolve(_registry_key(key))
             if isinstance(key, type):
-                return self._registry.instantiate(key)
+                return self._build(key)
         except ResolutionError:
             raise
         except Exception as error:
@@ -150,13 +164,11 @@ class Container:
         annotation. Any other parameter takes the next positional argument, or
         its default.
         """
-        signature = inspect.signature(function)
-        hints = self._hints(function)
+        plan = _call_plan(function)
         remaining = list(args)
         call_args: list[Any] = []
         call_kwargs: dict[str, Any] = {}
-        for parameter in signature.parameters.values():
-            annotation = hints.get(parameter.name, _MISSING)
+        for parameter, annotation in plan.parameters:
             if parameter.kind is parameter.VAR_POSITIONAL:
                 call_args.extend(remaining)
                 remaining.clear()
@@ -188,8 +200,8 @@ class Container:
                 call_kwargs[parameter.name] = value
             else:
                 call_args.append(value)
-        extra_kwargs = {k: v for k, v in kwargs.items() if k not in signature.parameters}
-        if remaining or (extra_kwargs and not _takes_var_keyword(signature)):
+        extra_kwargs = {k: v for k, v in kwargs.items() if k not in plan.names}
+        if remaining or (extra_kwargs and not plan.takes_var_keyword):
             count = len(remaining) or len(extra_kwargs)
             raise TypeError(
                 f"{describe(function)}() was given {count} argument(s) it has no parameter for"
@@ -206,8 +218,11 @@ class Container:
         when it ends, whether it ends normally or with an exception.
         """
         original_registry, original_bindings = self._registry, self._bindings
+        original_constructors = self._constructors
         self._registry = original_registry.child()
         self._bindings = [*original_bindings, {}]
+        # The child registry evaluates hints against its own names: new plans.
+        self._constructors = WeakKeyDictionary()
         try:
             if isinstance(replacement, type):
                 self.bind(key, replacement)
@@ -216,31 +231,45 @@ class Container:
             yield replacement
         finally:
             self._registry, self._bindings = original_registry, original_bindings
+            self._constructors = original_constructors
 
     # Helpers ----------------------------------------------------------------------
 
+    def _build(self, cls: type[T]) -> T:
+        """Build the unbound class `cls` as punq's `instantiate` does, from a kept plan.
+
+        `instantiate` inspects the constructor on every call; this is the same
+        work split in two: the plan is worked out once, the services are
+        resolved through punq on every build (so swaps, later bindings and
+        singletons behave as before), sharing one resolution context as punq
+        does, so a transient service two parts of the graph need is built once.
+        """
+        if cls.__init__ is object.__init__:
+            return cls()
+        plan = self._constructor_plan(cls)
+        registry = self._registry
+        context = registry.registrations.build_context(cls)
+        arguments = dict(plan.defaults)
+        for name, annotation in plan.needs:
+            default = arguments.get(name, punq.empty)
+            arguments[name] = registry._resolve_impl(annotation, {}, context, default)
+        return cls(**arguments)
+
+    def _constructor_plan(self, cls: type) -> _ConstructorPlan:
+        plan = self._constructors.get(cls)
+        if plan is None:
+            # The same two steps as punq's `instantiate` (punq is pinned below
+            # 0.10): hints against the registered names, then the defaults.
+            needs = self._registry.registrations._get_needs_for_ctor(cls)
+            plan = _ConstructorPlan(
+                needs=tuple((name, hint) for name, hint in needs.items() if name != "return"),
+                defaults=punq._match_defaults(inspect.getfullargspec(cls)),
+            )
+            self._constructors[cls] = plan
+        return plan
+
     def _is_resolvable(self, annotation: Any) -> bool:
         return annotation is not _MISSING and self.has(annotation)
-
-    @staticmethod
-    def _hints(function: Callable[..., Any]) -> dict[str, Any]:
-        target = function.__init__ if isinstance(function, type) else function
-        try:
-            return get_type_hints(target)
-        except Exception:
-            # One annotation that cannot be evaluated must not hide the others.
-            namespace = getattr(inspect.unwrap(target), "__globals__", {})
-            hints: dict[str, Any] = {}
-            for name, parameter in inspect.signature(target).parameters.items():
-                annotation = parameter.annotation
-                if isinstance(annotation, str):
-                    try:
-                        annotation = eval(annotation, namespace)
-                    except Exception:
-                        continue
-                if annotation is not _MISSING:
-                    hints[name] = annotation
-            return hints
 
     def _explain(self, key: Any, error: Exception) -> ResolutionError:
         """Turn a failure inside punq into a message naming what is missing."""
@@ -301,5 +330,81 @@ def _is_instance(value: Any, annotation: Any) -> bool:
         return False
 
 
-def _takes_var_keyword(signature: inspect.Signature) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+@dataclass(frozen=True, slots=True)
+class _ConstructorPlan:
+    """How to build an unbound class: the parameters needing a service, and the defaults."""
+
+    needs: tuple[tuple[str, Any], ...]
+    defaults: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _CallPlan:
+    """What `Container.call` needs of a callable's definition, worked out once."""
+
+    # Every parameter, in order, with its evaluated annotation (or `_MISSING`).
+    parameters: tuple[tuple[inspect.Parameter, Any], ...]
+    names: frozenset[str]
+    takes_var_keyword: bool
+
+
+# Weak keys, so that functions and classes cloudpickle recreates for a job are
+# not kept alive by their plans. Bound methods are new objects on every
+# attribute lookup: theirs are kept under the function they bind, apart from
+# that function's own plan, which still has its first parameter.
+_function_plans: WeakKeyDictionary[Any, _CallPlan] = WeakKeyDictionary()
+_method_plans: WeakKeyDictionary[Any, _CallPlan] = WeakKeyDictionary()
+
+
+def _call_plan(function: Callable[..., Any]) -> _CallPlan:
+    """Return the plan of `function`, from the cache when its definition has one."""
+    if isinstance(function, MethodType):
+        plans, key = _method_plans, function.__func__
+    elif isinstance(function, FunctionType | type):
+        plans, key = _function_plans, function
+    else:
+        # A partial or a callable object has a signature of its own, and is
+        # usually unpickled anew for each job: nothing to gain from keeping it.
+        return _plan_call(function)
+    try:
+        return plans[key]
+    except KeyError:
+        plan = plans[key] = _plan_call(function)
+        return plan
+    except TypeError:
+        # What a bound method binds may not take weak references.
+        return _plan_call(function)
+
+
+def _plan_call(function: Callable[..., Any]) -> _CallPlan:
+    signature = inspect.signature(function)
+    hints = _hints(function)
+    parameters = tuple(
+        (parameter, hints.get(parameter.name, _MISSING))
+        for parameter in signature.parameters.values()
+    )
+    return _CallPlan(
+        parameters=parameters,
+        names=frozenset(signature.parameters),
+        takes_var_keyword=any(p.kind is p.VAR_KEYWORD for p, _ in parameters),
+    )
+
+
+def _hints(function: Callable[..., Any]) -> dict[str, Any]:
+    target = function.__init__ if isinstance(function, type) else function
+    try:
+        return get_type_hints(target)
+    except Exception:
+        # One annotation that cannot be evaluated must not hide the others.
+        namespace = getattr(inspect.unwrap(target), "__globals__", {})
+        hints: dict[str, Any] = {}
+        for name, parameter in inspect.signature(target).parameters.items():
+            annotation = parameter.annotation
+            if isinstance(annotation, str):
+                try:
+                    annotation = eval(annotation, namespace)
+                except Exception:
+                    continue
+            if annotation is not _MISSING:
+                hints[name] = annotation
+        return hints

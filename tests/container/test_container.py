@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,6 +11,7 @@ from container import Container, ResolutionError
 
 if TYPE_CHECKING:
     from decimal import Decimal as Ledger
+    from fractions import Fraction
 
 
 class Mailer:
@@ -70,6 +72,28 @@ class WithDefault:
     def __init__(self, mailer: Mailer, retries=3) -> None:  # type: ignore[no-untyped-def]
         self.mailer = mailer
         self.retries = retries
+
+
+class Pricing:
+    """Annotated with a name importable only while type checking, found once it is bound."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate = rate
+
+
+class Repository:
+    """Built with a `Transport`, like the job that needs both."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+
+class Checkout:
+    """Needs a `Transport` directly and through its `Repository`."""
+
+    def __init__(self, transport: Transport, repository: Repository) -> None:
+        self.transport = transport
+        self.repository = repository
 
 
 # Binding and making ----------------------------------------------------------------
@@ -439,6 +463,85 @@ def test_a_singleton_first_made_inside_a_swap_stays_the_same_after(
         inside = container.make(Transport)
 
     assert container.make(Transport) is inside
+
+
+# What make() and call() keep between calls -------------------------------------------
+
+
+def test_a_swap_after_a_first_make_and_call_is_honoured_by_the_next_ones(
+    container: Container,
+) -> None:
+    container.singleton(Mailer)
+    greeter = Greeter()
+    original = container.make(SendWelcomeEmail).mailer
+    container.call(greeter.greet, "ada@example.com")
+    fake = FakeMailer()
+
+    with container.swap(Mailer, fake):
+        assert container.make(SendWelcomeEmail).mailer is fake
+        assert container.call(greeter.greet, "ada@example.com")[1] is fake
+
+    assert container.make(SendWelcomeEmail).mailer is original
+    assert container.call(greeter.greet, "ada@example.com")[1] is original
+
+
+def test_a_binding_registered_after_a_failed_make_and_call_is_used_by_the_next_ones(
+    container: Container,
+) -> None:
+    with pytest.raises(ResolutionError):
+        container.make(SendWelcomeEmail)
+    with pytest.raises(ResolutionError):
+        container.call(Greeter().greet, "ada@example.com")
+    mailer = Mailer()
+    container.instance(Mailer, mailer)
+
+    assert container.make(SendWelcomeEmail).mailer is mailer
+    assert container.call(Greeter().greet, "ada@example.com")[1] is mailer
+
+
+def test_a_forward_reference_resolves_once_a_class_of_that_name_is_bound(
+    container: Container,
+) -> None:
+    with pytest.raises(ResolutionError, match="annotation not found"):
+        container.make(Pricing)
+    rate = fractions.Fraction(1, 3)
+    container.instance(fractions.Fraction, rate)
+
+    assert container.make(Pricing).rate is rate
+
+
+def test_a_transient_service_is_built_once_for_everything_one_make_builds(
+    container: Container,
+) -> None:
+    container.bind(Transport)
+    container.bind(Repository)
+
+    first, second = container.make(Checkout), container.make(Checkout)
+
+    assert first.transport is first.repository.transport
+    assert second.transport is not first.transport
+
+
+def test_each_bound_method_is_called_on_its_own_instance(container: Container) -> None:
+    container.singleton(Mailer)
+    ada, grace = Greeter(), Greeter()
+
+    assert container.call(ada.greet, "ada@example.com")[0] is ada
+    assert container.call(grace.greet, "grace@example.com")[0] is grace
+
+
+def test_a_function_called_bound_and_unbound_fills_the_right_parameters(
+    container: Container,
+) -> None:
+    container.singleton(Mailer)
+    greeter = Greeter()
+    mailer = container.make(Mailer)
+
+    bound = container.call(greeter.greet, "ada@example.com")
+    unbound = container.call(Greeter.greet, greeter, "grace@example.com")
+
+    assert bound == (greeter, mailer, "ada@example.com")
+    assert unbound == (greeter, mailer, "grace@example.com")
 
 
 # Resolution errors ------------------------------------------------------------------
