@@ -100,6 +100,7 @@ class Worker:
         self._timeout_at: float | None = None
         self._grace_at: float | None = None
         self._backoff = 0.0
+        self._lease_keeper: _LeaseKeeper | None = None
 
     # Running ----------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class Worker:
         """Work until stopped, empty (with `stop_when_empty`) or a limit is reached."""
         self.runner.signer.require_key()
         restore = self._install_signals()
+        self._lease_keeper = _LeaseKeeper.for_driver(self.driver)
         started = time.monotonic()
         try:
             while not self._stopping:
@@ -125,6 +127,8 @@ class Worker:
                     continue
                 self._process(held)
         finally:
+            if self._lease_keeper is not None:
+                self._lease_keeper.stop()
             restore()
         return 0
 
@@ -164,14 +168,16 @@ class Worker:
 
     def _process(self, held: Any) -> None:
         envelope: Envelope = held.envelope
-        keeper = _LeaseKeeper(self.driver, held)
-        keeper.start()
+        keeper = self._lease_keeper
+        if keeper is not None:
+            keeper.keep(held)
         try:
             result = self._attempt(envelope)
         except ShuttingDown:
             result = None
         finally:
-            keeper.stop()
+            if keeper is not None:
+                keeper.forget()
         if result is None:
             self._settle(lambda: self.driver.release(held, 0.0, count_attempt=False))
             self.output(
@@ -280,37 +286,79 @@ class Worker:
 
 
 class _LeaseKeeper:
-    """Extends the lease of the job in hand, for drivers that lease (`extend`)."""
+    """Extends the lease of the job in hand, for drivers that lease (`extend`).
 
-    def __init__(self, driver: Any, held: Any) -> None:
-        self._extend = getattr(driver, "extend", None)
-        lease = getattr(driver, "retry_after", None)
-        self._every = max(0.5, lease / 3) if lease else None
-        self._held = held
-        self._done = threading.Event()
+    One thread per worker, started with its first job, so that a job costs
+    only a field set and cleared under a lock. The lock is also held around
+    each `extend`, so forgetting a job waits for an extension of it that is
+    under way: a job is never extended once the worker goes on to settle it.
+    """
+
+    def __init__(self, extend: Callable[[Any], bool], every: float) -> None:
+        self._extend = extend
+        self._every = every
+        self._lock = threading.Lock()
+        self._held: Any | None = None
+        self._due = 0.0
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._extend is None or self._every is None:
-            return
-        self._thread = threading.Thread(target=self._keep, name="queue-lease", daemon=True)
-        self._thread.start()
+    @classmethod
+    def for_driver(cls, driver: Any) -> _LeaseKeeper | None:
+        """Return a keeper for `driver`, or None if its jobs hold no lease to extend."""
+        extend = getattr(driver, "extend", None)
+        lease = getattr(driver, "retry_after", None)
+        if extend is None or not lease:
+            return None
+        return cls(extend, max(0.5, lease / 3))
 
-    def _keep(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                if not self._extend(self._held):
-                    logger.warning("lost the lease of job %s", self._held.envelope.id)
-                    return
-            except Exception as error:
-                logger.warning(
-                    "could not extend the lease of job %s: %s", self._held.envelope.id, error
-                )
+    def keep(self, held: Any) -> None:
+        """Extend `held`'s lease every period from now on, until `forget`."""
+        with self._lock:
+            self._held = held
+            self._due = time.monotonic() + self._every
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="queue-lease", daemon=True)
+            self._thread.start()
+
+    def forget(self) -> None:
+        """Stop extending the job in hand, once an extension under way has ended."""
+        with self._lock:
+            self._held = None
 
     def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
+        """End the thread; a later `keep` starts a new one."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join()
+        self._thread = None
+        self._stopping.clear()
+
+    def _run(self) -> None:
+        wait = self._every
+        while not self._stopping.wait(wait):
+            wait = self._extend_if_due()
+
+    def _extend_if_due(self) -> float:
+        """Extend the job in hand if its period is up; return how long to sleep."""
+        with self._lock:
+            held = self._held
+            if held is None:
+                # A job handed over meanwhile is due a full period after it
+                # started, so this sleep never makes its extension late.
+                return self._every
+            wait = self._due - time.monotonic()
+            if wait > 0:
+                return wait
+            self._due = time.monotonic() + self._every
+            try:
+                if not self._extend(held):
+                    logger.warning("lost the lease of job %s", held.envelope.id)
+                    self._held = None
+            except Exception as error:
+                logger.warning("could not extend the lease of job %s: %s", held.envelope.id, error)
+            return self._every
 
 
 def _stamp() -> str:

@@ -1,15 +1,23 @@
-"""The worker in this process (the main thread, so `--timeout` can interrupt a job), on SQLite."""
+"""The worker in this process (the main thread, so `--timeout` can interrupt a job).
+
+Jobs run on SQLite, except for lease keeping, which a fake leasing driver shows
+call by call.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from container import Container
+from queueing import Envelope, JobRunner, Queueable
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import Backend, open_backend
 from tests.queueing.drivers import jobs_for_database as jobs
@@ -191,3 +199,149 @@ def test_a_timed_out_attempt_of_a_job_class_is_retried(backend: Backend, markers
     assert fields["error"] == "TimeoutError: job timed out after 0.3s"
     [row] = backend.jobs()
     assert (row.attempts, row.reserved_by) == (1, None)
+
+
+# Lease keeping ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call a `LeasingDriver` received."""
+
+    what: str
+    job: str
+    thread: threading.Thread
+
+
+@dataclass
+class Handed:
+    """A job as `LeasingDriver` hands it out."""
+
+    envelope: Envelope
+
+
+class LeasingDriver:
+    """A driver whose jobs hold a lease: it hands out envelopes and records every call.
+
+    `extend` takes `extend_takes` seconds, and sets `extending` as it starts.
+    """
+
+    name = "leasing"
+
+    def __init__(
+        self, envelopes: list[Envelope], retry_after: float, extend_takes: float = 0.0
+    ) -> None:
+        self.retry_after = retry_after
+        self.extend_takes = extend_takes
+        self.extending = threading.Event()
+        self.calls: list[Call] = []
+        self._pending = [Handed(envelope.started()) for envelope in envelopes]
+        self._lock = threading.Lock()
+
+    def reserve(self, queues: Sequence[str], channel: str | None = None) -> Handed | None:
+        """Hand out the next envelope."""
+        return self._pending.pop(0) if self._pending else None
+
+    def acknowledge(self, held: Handed) -> bool:
+        """Record the acknowledgement."""
+        return self._record("acknowledge", held)
+
+    def release(self, held: Handed, delay: float = 0.0, count_attempt: bool = True) -> bool:
+        """Record the release."""
+        return self._record("release", held)
+
+    def bury(self, held: Handed) -> bool:
+        """Record the burial."""
+        return self._record("bury", held)
+
+    def extend(self, held: Handed) -> bool:
+        """Record the start and the end of an extension that takes `extend_takes`."""
+        self._record("extend", held)
+        self.extending.set()
+        time.sleep(self.extend_takes)
+        return self._record("extended", held)
+
+    def of(self, envelope: Envelope, what: str) -> list[int]:
+        """Return the positions, among all calls, of the `what` calls for `envelope`."""
+        return [
+            index
+            for index, call in enumerate(self.calls)
+            if call.job == envelope.id and call.what == what
+        ]
+
+    def _record(self, what: str, held: Handed) -> bool:
+        with self._lock:
+            self.calls.append(Call(what, held.envelope.id, threading.current_thread()))
+        return True
+
+
+class Nap(Queueable):
+    """A job that takes `seconds`."""
+
+    def handle(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class WaitForExtension(Queueable):
+    """A job that ends as soon as the driver starts extending its lease."""
+
+    def handle(self, driver: LeasingDriver) -> None:
+        assert driver.extending.wait(5), "the lease was never extended"
+
+
+def drain(driver: LeasingDriver, runner: JobRunner) -> Worker:
+    """Run a quiet worker over `driver` until it has nothing left."""
+    worker = Worker(driver, runner, WorkerOptions(stop_when_empty=True, quiet=True, sleep=0.05))
+    assert worker.run() == 0
+    return worker
+
+
+def lease_threads() -> list[threading.Thread]:
+    """The worker's lease-keeping threads still alive."""
+    return [thread for thread in threading.enumerate() if thread.name == "queue-lease"]
+
+
+def test_one_lease_thread_extends_each_long_job_only_until_it_is_settled(
+    runner: JobRunner, envelope_for: Callable[..., Envelope]
+) -> None:
+    # A 1.5 s lease is extended every 0.5 s: once or more during a 0.8 s job.
+    envelopes = [envelope_for(Nap, args=(0.8,)) for _ in range(2)]
+    driver = LeasingDriver(envelopes, retry_after=1.5)
+
+    worker = drain(driver, runner)
+
+    assert worker.processed == 2
+    for envelope in envelopes:
+        extends = driver.of(envelope, "extend")
+        [acknowledged] = driver.of(envelope, "acknowledge")
+        assert extends, f"job {envelope.id} was never extended"
+        assert max(driver.of(envelope, "extended")) < acknowledged
+    extending_threads = {call.thread for call in driver.calls if call.what == "extend"}
+    assert len(extending_threads) == 1
+    assert threading.current_thread() not in extending_threads
+    assert lease_threads() == []
+
+
+def test_settling_a_job_waits_for_the_extension_under_way(
+    container: Container, runner: JobRunner, envelope_for: Callable[..., Envelope]
+) -> None:
+    envelope = envelope_for(WaitForExtension)
+    driver = LeasingDriver([envelope], retry_after=1.5, extend_takes=0.3)
+    container.instance(LeasingDriver, driver)
+
+    drain(driver, runner)
+
+    assert [call.what for call in driver.calls] == ["extend", "extended", "acknowledge"]
+
+
+def test_short_jobs_are_never_extended_and_leave_no_lease_thread(
+    runner: JobRunner, envelope_for: Callable[..., Envelope]
+) -> None:
+    envelopes = [envelope_for(Nap, args=(0.0,)) for _ in range(50)]
+    driver = LeasingDriver(envelopes, retry_after=60)
+
+    worker = drain(driver, runner)
+
+    assert worker.processed == 50
+    assert {call.what for call in driver.calls} == {"acknowledge"}
+    assert lease_threads() == []
