@@ -97,7 +97,6 @@ class JobRunner:
             return self._park(envelope, refusal, started)
 
         obj = job["obj"]
-        policy = retry_policy(obj)
         instance: Any = obj if not isinstance(obj, type) else None
         try:
             if isinstance(obj, type):
@@ -107,9 +106,9 @@ class JobRunner:
         except TimedOut as timeout:
             error = TimeoutError(str(timeout))
             error.__traceback__ = timeout.__traceback__
-            return self._after_error(envelope, job, instance, policy, error, started)
+            return self._after_error(envelope, job, instance, error, started)
         except Exception as error:
-            return self._after_error(envelope, job, instance, policy, error, started)
+            return self._after_error(envelope, job, instance, error, started)
         return Result(envelope, Outcome.DONE, time.perf_counter() - started)
 
     def run_until_settled(
@@ -146,7 +145,7 @@ class JobRunner:
             job = self.signer.load(envelope.body)
         except (ForgedPayloadError, CorruptPayloadError) as refusal:
             return self._park(envelope, refusal, started)
-        return self._after_error(envelope, job, None, retry_policy(job["obj"]), error, started)
+        return self._after_error(envelope, job, None, error, started)
 
     # Steps ------------------------------------------------------------------------
 
@@ -168,15 +167,15 @@ class JobRunner:
         envelope: Envelope,
         job: dict[str, Any],
         instance: Any,
-        policy: Queueable | None,
         error: Exception,
         started: float,
     ) -> Result:
         duration = time.perf_counter() - started
         text = f"{type(error).__name__}: {error}"
         trace = "".join(traceback.format_exception(error))
-        if isinstance(instance, Queueable):
-            policy = instance
+        # The built instance governs when there is one; otherwise the job's
+        # class does, looked up only now since a job that succeeds never needs it.
+        policy = instance if isinstance(instance, Queueable) else retry_policy(job["obj"])
         if policy is not None and envelope.attempts < policy.attempts_allowed():
             delay = policy.delay_before_retry(envelope.attempts)
             return Result(envelope, Outcome.RETRY, duration, delay, text, trace, error)
