@@ -129,8 +129,19 @@ class Worker:
         finally:
             if self._lease_keeper is not None:
                 self._lease_keeper.stop()
+            self._give_back_unstarted()
             restore()
         return 0
+
+    def _give_back_unstarted(self) -> None:
+        """Hand back jobs a prefetching driver reserved ahead, so no attempt of theirs is spent."""
+        release_unstarted = getattr(self.driver, "release_unstarted", None)
+        if release_unstarted is None:
+            return
+        try:
+            release_unstarted()
+        except DriverUnavailableError as error:
+            self.errors(f"could not give back the jobs reserved ahead: {error}")
 
     def stop(self) -> None:
         """Ask the worker to stop after the job in hand."""

@@ -594,7 +594,6 @@ def test_a_stopped_worker_never_runs_jobs_it_reserved_ahead_and_gives_them_back(
     )
 
     worker.run()
-    driver.close()
 
     assert len(jobs.markers(markers_dir, "a")) == 2
     assert sorted((row.attempts, row.reserved_by) for row in backend.jobs()) == [(0, None)] * 3
