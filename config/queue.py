@@ -55,8 +55,10 @@ DRIVERS = {
         # them flowing while a job runs, however long it takes.
         "heartbeat": env("QUEUE_AMQP_HEARTBEAT", 60),
         # Messages a worker holds unacknowledged per queue it takes from: the
-        # one running, plus the ones already on their way to it.
-        "prefetch": env("QUEUE_AMQP_PREFETCH", 1),
+        # one running, plus the ones already on their way to it (so it never
+        # waits for the broker between short jobs). A stopping worker gives
+        # the unstarted ones back; use 1 when jobs are long and workers many.
+        "prefetch": env("QUEUE_AMQP_PREFETCH", 20),
         # Seconds a push waits while the broker blocks publishers (low on
         # memory or disk) before it gives up.
         "blocked_connection_timeout": 60,

@@ -369,6 +369,9 @@ class AmqpDriver(Driver):
         received = consumer.take(queues)
         if received is None:
             return None
+        return self._delivery(received, consumer)
+
+    def _delivery(self, received: _Received, consumer: _Consumer) -> Delivery:
         envelope = envelope_from_message(
             received.queue,
             received.properties,
@@ -377,6 +380,26 @@ class AmqpDriver(Driver):
             self.clock.now(),
         )
         return Delivery(envelope, received.delivery_tag, received.generation, consumer)
+
+    def release_unstarted(self) -> int:
+        """Stop consuming, and give back the prefetched messages no attempt started.
+
+        Each is published again with its attempts as they were, then the
+        original is acknowledged, so a clean stop spends no attempt; leaving
+        them to be delivered again would (the broker marks them redelivered).
+        Returns how many were given back.
+        """
+        with self._lock:
+            consumer = self._consumer
+            if consumer is None or consumer.pid != os.getpid():
+                return 0
+            self._consumer = None  # the next reserve consumes anew
+        consumer.pause()
+        given_back = 0
+        for received in consumer.take_all():
+            given_back += self.release(self._delivery(received, consumer), count_attempt=False)
+        consumer.stop()
+        return given_back
 
     def wait_for_jobs(
         self,
@@ -734,6 +757,7 @@ class _Consumer:
         self._tried = False
         self._problem = "still connecting"
         self._cancelled = False
+        self._paused = False
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -782,20 +806,50 @@ class _Consumer:
             return self._connected and delivery.generation == self._generation
 
     def acknowledge(self, delivery: Delivery) -> bool:
-        """Acknowledge `delivery` on the consumer thread; False if its connection is gone."""
-        if not self.holds(delivery):
-            return False
+        """Have the consumer thread acknowledge `delivery`; False if its connection is gone.
 
-        def acknowledge() -> bool:
-            if delivery.generation != self._generation or not self._channel.is_open:
+        The worker does not wait for the frame to leave: it goes on with the
+        next message while the consumer thread sends the acknowledgement. If
+        the connection drops first, the broker delivers the message again (at
+        least once); `stop()` lets every queued acknowledgement go out.
+        """
+        with self._state:
+            connection = self._connection
+            if not (self._connected and delivery.generation == self._generation):
                 return False
+        try:
+            connection.add_callback_threadsafe(functools.partial(self._acknowledge_now, delivery))
+        except (amqp.AMQPError, OSError, AttributeError):
+            return False
+        return True
+
+    def _acknowledge_now(self, delivery: Delivery) -> None:
+        # On the consumer thread, where the channel lives.
+        if delivery.generation == self._generation and self._channel.is_open:
             self._channel.basic_ack(delivery.delivery_tag)
-            return True
+
+    def pause(self) -> None:
+        """Stop taking messages (the broker keeps the rest), for a worker that stops."""
+        with self._state:
+            self._paused = True
+            generation = self._generation
+
+        def cancel() -> None:
+            for tag in list(self._channel.consumer_tags):
+                self._channel.basic_cancel(tag)
 
         try:
-            return bool(self._call(acknowledge, delivery.generation))
-        except (_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError):
-            return False
+            self._call(cancel, generation)
+        except (_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError) as error:
+            logger.debug("cancelling the amqp consumer: %s", error)
+
+    def take_all(self) -> list[_Received]:
+        """Pop every buffered delivery."""
+        with self._state:
+            taken = [received for buffered in self._buffer.values() for received in buffered]
+            for buffered in self._buffer.values():
+                buffered.clear()
+        return taken
 
     def waiting(self, queues: Sequence[str]) -> bool:
         """Say whether the broker holds ready messages of `queues` or one is buffered.
@@ -823,7 +877,15 @@ class _Consumer:
             return bool(ready) or any(self._buffer.get(queue) for queue in queues)
 
     def stop(self) -> None:
-        """Stop the thread, which closes the connection (unacknowledged messages go back)."""
+        """Stop the thread, which closes the connection (unacknowledged messages go back).
+
+        Acknowledgements still queued for the consumer thread are sent first.
+        """
+        with self._state:
+            generation = self._generation
+        with contextlib.suppress(_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError):
+            if self._thread.is_alive() and self._thread is not threading.current_thread():
+                self._call(lambda: None, generation)
         self._stopping.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
@@ -894,6 +956,8 @@ class _Consumer:
             self._cancelled = False
         for queue in self.queues:
             channel.queue_declare(queue, durable=True)
+            if self._paused:
+                continue
             channel.basic_consume(
                 queue,
                 functools.partial(self._on_message, queue, generation),
@@ -926,7 +990,8 @@ class _Consumer:
     def _on_cancel(self, _frame: Any) -> None:
         # The broker cancels a consumer whose queue was deleted; consuming
         # again declares the queue anew.
-        self._cancelled = True
+        if not self._paused:
+            self._cancelled = True
 
     def _lost(self, error: Exception) -> None:
         with self._state:

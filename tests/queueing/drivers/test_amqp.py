@@ -660,6 +660,31 @@ def test_a_worker_holds_no_more_unacknowledged_messages_than_prefetch(
     wait_until(lambda: broker.ready(queue_name) == 1, 5, "the acknowledgement freed no room")
 
 
+def test_a_stopping_worker_gives_back_its_prefetched_messages_with_no_attempt_spent(
+    drivers: Callable[..., AmqpDriver],
+    key: str,
+    runner: JobRunner,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+) -> None:
+    driver = drivers(queue=queue_name, prefetch=5)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    pushed = queue.push(*[jobs.Numbered(number) for number in range(6)], args=[str(markers_dir)])
+
+    lines = work(driver, runner, queue_name, max_jobs=2)
+
+    assert sum(" done " in line for line in lines) == 2, lines
+    wait_until(lambda: broker.ready(queue_name) == 4, 10, "prefetched messages were not given back")
+    left = [broker.get(queue_name) for _ in range(4)]
+    assert all(message is not None for message in left)
+    assert {message[1].headers["job-id"] for message in left} <= set(pushed)
+    # Published anew with their attempts as they were: the next attempt is their first.
+    assert [(message[0].redelivered, message[1].headers["job-attempts"]) for message in left] == [
+        (False, 0)
+    ] * 4
+
+
 def test_a_retry_waits_in_a_holding_queue_with_the_same_body_and_its_attempts_in_the_headers(
     queue: Queue, driver: AmqpDriver, broker: Broker, queue_name: str
 ) -> None:
