@@ -112,6 +112,8 @@ FLOAT_SLACK_MS = 0.01
 POLL_SECONDS = 0.2
 RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 5.0
+# How long `waiting()` lets a delivery on its way arrive before it asks the broker.
+BUFFER_GRACE_SECONDS = 0.05
 # How long a worker call handed to the consumer thread may take.
 CALL_TIMEOUT_SECONDS = 30.0
 # Errors after which retrying cannot help: wrong credentials, unknown or forbidden vhost.
@@ -758,6 +760,8 @@ class _Consumer:
         self._problem = "still connecting"
         self._cancelled = False
         self._paused = False
+        self._unsent_acknowledgements: list[int] = []
+        self._flush_scheduled = False
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -817,16 +821,29 @@ class _Consumer:
             connection = self._connection
             if not (self._connected and delivery.generation == self._generation):
                 return False
+            self._unsent_acknowledgements.append(delivery.delivery_tag)
+            # One wake-up of the consumer thread carries every acknowledgement
+            # queued until it runs.
+            if self._flush_scheduled:
+                return True
+            self._flush_scheduled = True
         try:
-            connection.add_callback_threadsafe(functools.partial(self._acknowledge_now, delivery))
+            connection.add_callback_threadsafe(
+                functools.partial(self._send_acknowledgements, delivery.generation)
+            )
         except (amqp.AMQPError, OSError, AttributeError):
             return False
         return True
 
-    def _acknowledge_now(self, delivery: Delivery) -> None:
+    def _send_acknowledgements(self, generation: int) -> None:
         # On the consumer thread, where the channel lives.
-        if delivery.generation == self._generation and self._channel.is_open:
-            self._channel.basic_ack(delivery.delivery_tag)
+        with self._state:
+            tags, self._unsent_acknowledgements = self._unsent_acknowledgements, []
+            self._flush_scheduled = False
+            current = generation == self._generation
+        if current and self._channel.is_open:
+            for tag in tags:
+                self._channel.basic_ack(tag)
 
     def pause(self) -> None:
         """Stop taking messages (the broker keeps the rest), for a worker that stops."""
@@ -857,7 +874,14 @@ class _Consumer:
         The count is asked on the consumer's own channel, so a message the
         broker delivered just before answering arrived before the answer; the
         second call makes sure it has been buffered before the buffer is read.
+        A worker draining a queue finds the buffer empty for a moment now and
+        then, so a delivery arriving within `BUFFER_GRACE_SECONDS` answers first.
         """
+        with self._state:
+            if self._state.wait_for(
+                lambda: any(self._buffer.get(queue) for queue in queues), BUFFER_GRACE_SECONDS
+            ):
+                return True
 
         def count() -> int:
             return sum(
@@ -1002,6 +1026,9 @@ class _Consumer:
             self._problem = _describe(error)
             for buffered in self._buffer.values():
                 buffered.clear()
+            # Tags of a closed channel mean nothing on the next one.
+            self._unsent_acknowledgements = []
+            self._flush_scheduled = False
             self._state.notify_all()
         if was_connected:
             logger.warning(
