@@ -176,9 +176,7 @@ class DatabaseFailedJobStore:
         row = {
             "uuid": envelope.id,
             "driver": envelope.driver,
-            "connection": envelope.connection
-            if envelope.driver == "database"
-            else None,
+            "connection": envelope.connection if envelope.driver == "database" else None,
             "queue": envelope.queue,
             "name": envelope.name[:255],
             "payload": envelope.body,

@@ -132,6 +132,11 @@ class Signer:
         return job
 
 
+def signature_of(signed: bytes) -> str:
+    """Return the hex HMAC a signed body carries, for headers and logs (never trusted as such)."""
+    return bytes(signed[len(MAGIC) : len(MAGIC) + DIGEST_SIZE]).hex()
+
+
 def job_name(obj: Any) -> str:
     """Return the dotted name that identifies `obj` in logs, tables and headers."""
     if isinstance(obj, functools.partial):

@@ -16,7 +16,9 @@ Message layout. The body is the envelope's signed body, untouched (the HMAC
 that `queueing.payload` puts in front of the pickle is the signature); the
 metadata the worker needs without unpickling travels in properties
 (`message_id`, `type`, `timestamp`) and headers (`job-id`, `job-name`,
-`job-queue`, `job-attempts`, `job-created`, `job-available-at-ms`).
+`job-queue`, `job-attempts`, `job-created`, `job-available-at-ms`, and
+`job-signature`, a copy of the body's HMAC for operators: the worker checks
+the one inside the body).
 
 Working. A worker's deliveries come from a consumer connection driven by a
 background thread, which only moves frames: it keeps heartbeats flowing and
@@ -94,7 +96,7 @@ import pika.exceptions as amqp
 from queueing.clock import Clock, SystemClock
 from queueing.drivers.base import Driver, DriverUnavailableError
 from queueing.drivers.database import QueueCounts
-from queueing.payload import Envelope
+from queueing.payload import Envelope, signature_of
 
 logger = logging.getLogger("queueing.amqp")
 
@@ -227,6 +229,7 @@ def message_properties(envelope: Envelope, now: float) -> pika.BasicProperties:
             "job-created": envelope.created,
             # pika encodes no floats: epoch milliseconds.
             "job-available-at-ms": round(envelope.available_at * 1000),
+            "job-signature": signature_of(envelope.body),
         },
     )
 

@@ -415,6 +415,7 @@ def test_messages_are_persistent_in_a_durable_queue_with_the_metadata_in_headers
     assert properties.headers["job-queue"] == queue_name
     assert properties.headers["job-attempts"] == 0
     assert properties.headers["job-created"]
+    assert properties.headers["job-signature"] == body[len(MAGIC) : len(MAGIC) + 32].hex()
     assert body.startswith(MAGIC)
     assert not method.redelivered
     # Declaring the queue as not durable contradicts how it exists.
