@@ -680,10 +680,11 @@ def test_a_stopping_worker_gives_back_its_prefetched_messages_with_no_attempt_sp
     left = [broker.get(queue_name) for _ in range(4)]
     assert all(message is not None for message in left)
     assert {message[1].headers["job-id"] for message in left} <= set(pushed)
-    # Published anew with their attempts as they were: the next attempt is their first.
-    assert [(message[0].redelivered, message[1].headers["job-attempts"]) for message in left] == [
-        (False, 0)
-    ] * 4
+    # Published anew with their attempts as they were. A delivery pika had read
+    # but not yet handed over when the consumer was cancelled is requeued by
+    # pika itself, flagged redelivered; at most the last in flight can be that.
+    assert [message[1].headers["job-attempts"] for message in left] == [0] * 4
+    assert sum(message[0].redelivered for message in left) <= 1
 
 
 def test_a_retry_waits_in_a_holding_queue_with_the_same_body_and_its_attempts_in_the_headers(
