@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, case, delete, func, insert, inspect, select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from queueing.clock import Clock, SystemClock
@@ -82,7 +82,7 @@ RESERVE_UPDATE = """
 UPDATE queue_jobs
 SET attempts = attempts + 1, available_at = {lease_end},
     reserved_until = {lease_end}, reserved_by = {token}
-WHERE id IN ({ids})
+WHERE id IN ({id})
 """
 ACKNOWLEDGE = "DELETE FROM queue_jobs WHERE id = {id} AND reserved_by = {token}"
 RELEASE = """
@@ -95,7 +95,7 @@ EXTEND = """
 UPDATE queue_jobs SET available_at = {lease_end}, reserved_until = {lease_end}
 WHERE id = {id} AND reserved_by = {token}
 """
-NEXT_DUE = "SELECT MIN(available_at) FROM queue_jobs WHERE queue IN ({queues})"
+NEXT_DUE = "SELECT MIN(available_at) FROM queue_jobs WHERE queue IN ({queue})"
 
 
 class DatabaseUnavailableError(DriverUnavailableError):
@@ -111,7 +111,7 @@ class Reservation:
     token: str
     connection: str
     # Epoch seconds when the lease taken at reservation runs out.
-    leased_until: float = 0.0
+    leased_until: float
 
 
 @dataclass(frozen=True)
@@ -250,22 +250,13 @@ class DatabaseDriver(Driver):
             if dialect == "postgresql":
                 cursor.execute(self._sql(dialect, RESERVE_RETURNING), values)
                 return sorted(cursor.fetchall(), key=lambda row: (row[6], row[0]))
-            begin = "BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN"
             locking = "" if dialect == "sqlite" else " FOR UPDATE SKIP LOCKED"
-            cursor.execute(begin)
-            try:
+            with _transaction_on(cursor, dialect):
                 cursor.execute(self._sql(dialect, RESERVE_SELECT) + locking, values)
                 found = cursor.fetchall()
                 if found:
-                    ids = {f"id{index}": row[0] for index, row in enumerate(found)}
-                    update = RESERVE_UPDATE.replace(
-                        "{ids}", ", ".join("{" + key + "}" for key in ids)
-                    )
+                    update, ids = _in_list(RESERVE_UPDATE, "id", [row[0] for row in found])
                     cursor.execute(self._sql(dialect, update), {**values, **ids})
-                cursor.execute("COMMIT")
-            except BaseException:
-                _roll_back(cursor)
-                raise
             return found
 
         rows = self._on_kept(name, "reserve from", reserve)
@@ -343,18 +334,12 @@ class DatabaseDriver(Driver):
         held = {"id": reservation.row_id, "token": reservation.token, **values}
 
         def settle(cursor: Any, dialect: str) -> bool:
-            if dialect != "sqlite":
+            # One statement commits by itself, except on SQLite, where it must
+            # take the write lock up front to not fail on a stale snapshot.
+            alone = dialect != "sqlite"
+            with contextlib.nullcontext() if alone else _transaction_on(cursor, dialect):
                 cursor.execute(self._sql(dialect, statement), held)
                 return cursor.rowcount == 1
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                cursor.execute(self._sql(dialect, statement), held)
-                changed = cursor.rowcount == 1
-                cursor.execute("COMMIT")
-            except BaseException:
-                _roll_back(cursor)
-                raise
-            return changed
 
         return self._on_kept(reservation.connection, action, settle)
 
@@ -384,19 +369,20 @@ class DatabaseDriver(Driver):
             deadline = min(deadline, time.monotonic() + due_in)
         if dialect == "postgresql":
             self._wait_for_notify(name, queues, deadline, wake)
-        elif dialect == "sqlite":
-            while not wake.is_set() and (remaining := deadline - time.monotonic()) > 0:
-                wake.wait(min(remaining, SQLITE_WATCH_SECONDS))
-                if self._data_version(name) != seen:
-                    return
-        else:
-            while not wake.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            return
+
+        def moved(remaining: float) -> bool:
+            if dialect != "sqlite":
                 wake.wait(min(remaining, WAIT_SLICE_SECONDS))
+                return False
+            wake.wait(min(remaining, SQLITE_WATCH_SECONDS))
+            return self._data_version(name) != seen
+
+        _wait_until(deadline, wake, moved)
 
     def _next_due_in(self, name: str, queues: Sequence[str]) -> float | None:
         """Seconds until the next job of `queues` is due, or None when they hold none."""
-        names = {f"queue{index}": queue for index, queue in enumerate(queues)}
-        query = NEXT_DUE.replace("{queues}", ", ".join("{" + key + "}" for key in names))
+        query, names = _in_list(NEXT_DUE, "queue", list(queues))
 
         def next_due(cursor: Any, dialect: str) -> Any:
             cursor.execute(self._sql(dialect, query), names)
@@ -418,15 +404,17 @@ class DatabaseDriver(Driver):
         self, name: str, queues: Sequence[str], deadline: float, wake: threading.Event
     ) -> None:
         listener = self.connections.kept(name, role="listen")
+
+        def notified(remaining: float) -> bool:
+            ready, _, _ = selectors.select(
+                [listener.fileno()], [], [], min(remaining, WAIT_SLICE_SECONDS)
+            )
+            return bool(ready) and any(
+                notice.payload in queues for notice in listener.notifies(timeout=0)
+            )
+
         try:
-            while not wake.is_set() and (remaining := deadline - time.monotonic()) > 0:
-                ready, _, _ = selectors.select(
-                    [listener.fileno()], [], [], min(remaining, WAIT_SLICE_SECONDS)
-                )
-                if ready and any(
-                    notice.payload in queues for notice in listener.notifies(timeout=0)
-                ):
-                    return
+            _wait_until(deadline, wake, notified)
         except Exception as error:
             self._lost_listener(name, error)
 
@@ -434,7 +422,7 @@ class DatabaseDriver(Driver):
         self._listening.discard(name)
         self.connections.discard(name, role="listen")
         raise DatabaseUnavailableError(
-            f"lost the LISTEN connection to database {name!r}: {_error_text(error)}"
+            f"lost the LISTEN connection to database {name!r}: {_first_line(error)}"
         ) from error
 
     def _data_version(self, name: str) -> int:
@@ -497,7 +485,7 @@ class DatabaseDriver(Driver):
                 with contextlib.suppress(dbapi.Error):
                     cursor.close()
         except dbapi.Error as error:
-            message = _error_text(error)
+            message = _first_line(error)
             if _mentions_missing_table(message):
                 raise DatabaseUnavailableError(_missing_table(name)) from error
             if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
@@ -572,7 +560,7 @@ class DatabaseDriver(Driver):
             with engine.begin() as connection:
                 yield connection
         except (OperationalError, ProgrammingError) as error:
-            if _is_missing_table(engine, error):
+            if _mentions_missing_table(str(error.orig)):
                 raise DatabaseUnavailableError(_missing_table(name)) from error
             if isinstance(error, OperationalError) or error.connection_invalidated:
                 raise DatabaseUnavailableError(
@@ -594,10 +582,6 @@ def _missing_table(name: str) -> str:
     )
 
 
-def _is_missing_table(engine: Engine, error: DBAPIError) -> bool:
-    return _mentions_missing_table(str(error.orig))
-
-
 def _mentions_missing_table(message: str) -> bool:
     lowered = message.lower()
     return (
@@ -609,22 +593,42 @@ def _mentions_missing_table(message: str) -> bool:
     )
 
 
-def _error_text(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _wait_until(deadline: float, wake: threading.Event, step: Callable[[float], bool]) -> None:
+    """Run `step(seconds left)` until it ends the wait, `deadline` passes or `wake` is set."""
+    while not wake.is_set() and (remaining := deadline - time.monotonic()) > 0:
+        if step(remaining):
+            return
 
 
-def _roll_back(cursor: Any) -> None:
-    # The statement that failed may have ended the transaction already.
-    with contextlib.suppress(Exception):
-        cursor.execute("ROLLBACK")
+@contextlib.contextmanager
+def _transaction_on(cursor: Any, dialect: str) -> Iterator[None]:
+    """A transaction on a kept (autocommit) connection; SQLite takes its write lock at once."""
+    cursor.execute("BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN")
+    try:
+        yield
+        cursor.execute("COMMIT")
+    except BaseException:
+        # The statement that failed may have ended the transaction already.
+        with contextlib.suppress(Exception):
+            cursor.execute("ROLLBACK")
+        raise
+
+
+def _in_list(statement: str, slot: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`statement` with `{slot}` made one placeholder per value, and those values by name."""
+    named = {f"{slot}{index}": value for index, value in enumerate(values)}
+    placeholders = ", ".join("{" + name + "}" for name in named)
+    return statement.replace("{" + slot + "}", placeholders), named
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def _first_line(error: DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+def _first_line(error: BaseException) -> str:
+    """The first line of a database error, unwrapped from SQLAlchemy's `DBAPIError` if need be."""
+    source = getattr(error, "orig", None) or error
+    text = str(source).strip()
+    return text.splitlines()[0] if text else type(source).__name__
 
 
 def _when(condition: Any, value: Any, otherwise: Any) -> Any:
