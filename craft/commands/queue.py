@@ -19,7 +19,6 @@ from craft.application import make
 from craft.errors import CraftError
 from queueing import FailedJobStore, JobRunner, MissingKeyError, Queue, UnknownDriverError
 from queueing.delay import seconds_to_wait
-from queueing.drivers.amqp import AmqpDriver
 from queueing.drivers.base import Driver, DriverUnavailableError
 from queueing.failed import DatabaseFailedJobStore, FailedTableMissingError
 from queueing.operations import NoSuchFailedJobError, retry_failed
@@ -323,17 +322,8 @@ def queue_clear(
     clear = getattr(target, "clear", None)
     if clear is None:
         raise CraftError(f"the {target.name} driver keeps no jobs to clear")
-    if isinstance(target, AmqpDriver):
-        # RabbitMQ purges one named queue; a new process knows none of the
-        # holding queues where delayed jobs wait, so those are left alone.
-        prompt = (
-            f"Delete the ready jobs of queue {target.queue_for(channel, queue)!r} on amqp "
-            f"({target.where})? Delayed jobs in its holding queues are kept."
-        )
-    else:
-        what = f"queue {queue!r}" if queue else "every queue"
-        prompt = f"Delete the pending jobs of {what} on {target.name}?"
-    if not force and not click.confirm(prompt):
+    question = target.clear_question(queue=queue, channel=channel)
+    if not force and not click.confirm(question):
         raise CraftError("nothing deleted")
     count = _run(lambda: clear(queue=queue, channel=channel))
     _report(as_json, {"deleted": count}, f"deleted {count} pending job(s)")

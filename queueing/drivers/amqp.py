@@ -473,6 +473,17 @@ class AmqpDriver(Driver):
             )
         ]
 
+    def clear_question(self, queue: str | None = None, channel: str | None = None) -> str:
+        """The question an operator confirms before `clear` with these arguments.
+
+        RabbitMQ purges one named queue; a new process knows none of the
+        holding queues where delayed jobs wait, so those are left alone.
+        """
+        return (
+            f"Delete the ready jobs of queue {self.queue_for(channel, queue)!r} on amqp "
+            f"({self.where})? Delayed jobs in its holding queues are kept."
+        )
+
     def clear(self, queue: str | None = None, channel: str | None = None) -> int:
         """Purge the ready messages of the queue (and its holding queues known here)."""
         name = self.queue_for(channel, queue)

@@ -526,6 +526,11 @@ class DatabaseDriver(Driver):
             for row in sorted(rows, key=lambda row: row.queue)
         ]
 
+    def clear_question(self, queue: str | None = None, channel: str | None = None) -> str:
+        """The question an operator confirms before `clear` with these arguments."""
+        what = f"queue {queue!r}" if queue else "every queue"
+        return f"Delete the pending jobs of {what} on {self.name}?"
+
     def clear(self, queue: str | None = None, channel: str | None = None) -> int:
         """Delete jobs that are not reserved (of `queue`, or all); return how many."""
         name = channel or self.connection
