@@ -250,6 +250,12 @@ def sqlite_failed_store(tmp_path: Path) -> Iterator[DatabaseFailedJobStore]:
         connections.close()
 
 
+@pytest.fixture
+def storing_runner(key: str, sqlite_failed_store: DatabaseFailedJobStore) -> JobRunner:
+    """The execution path, with the same key as `queue`, storing failures in `failed_jobs`."""
+    return JobRunner(Container(), Signer(key), sqlite_failed_store)
+
+
 def craft_environment(key: str, tmp_path: Path, **settings: str) -> dict[str, str]:
     """The environment of a `craft` process: our key, the test's SQLite file, `settings`."""
     environment = {
@@ -709,16 +715,15 @@ def test_a_retry_waits_in_a_holding_queue_with_the_same_body_and_its_attempts_in
 def test_a_job_giving_up_has_failed_called_is_stored_and_is_acknowledged(
     queue: Queue,
     driver: AmqpDriver,
-    key: str,
     broker: Broker,
     queue_name: str,
     markers_dir: Path,
     sqlite_failed_store: DatabaseFailedJobStore,
+    storing_runner: JobRunner,
 ) -> None:
-    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
     [job_id] = queue.push(jobs.GivesUp, args=[str(markers_dir), "doomed"])
 
-    lines = work(driver, runner, queue_name, max_jobs=1)
+    lines = work(driver, storing_runner, queue_name, max_jobs=1)
 
     [failed_marker] = jobs.markers(markers_dir, "doomed", "failed")
     assert failed_marker.read_text() == f"1 {queue_name} this job always fails"
@@ -737,17 +742,16 @@ def test_a_job_giving_up_has_failed_called_is_stored_and_is_acknowledged(
 def test_a_failing_plain_function_is_stored_as_failed_and_the_worker_goes_on(
     queue: Queue,
     driver: AmqpDriver,
-    key: str,
     broker: Broker,
     queue_name: str,
     markers_dir: Path,
     sqlite_failed_store: DatabaseFailedJobStore,
+    storing_runner: JobRunner,
 ) -> None:
-    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
     [function_id] = queue.push(jobs.explode, args=[str(markers_dir), "boom"])
     queue.push(jobs.Record, args=[str(markers_dir), "next"])
 
-    lines = work(driver, runner, queue_name, max_jobs=2)
+    lines = work(driver, storing_runner, queue_name, max_jobs=2)
 
     # A function runs once: no retry, no callback.
     assert len(jobs.markers(markers_dir, "boom", "attempt")) == 1
@@ -902,15 +906,14 @@ def test_counts_and_clear_see_ready_and_delayed_messages(
 def test_stored_failed_jobs_go_back_on_their_amqp_queue_with_no_attempts_spent(
     queue: Queue,
     driver: AmqpDriver,
-    key: str,
     queue_name: str,
     sqlite_failed_store: DatabaseFailedJobStore,
+    storing_runner: JobRunner,
 ) -> None:
-    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
     [job_id] = queue.push(jobs.FailFirst, args=["/nowhere/missing", "x"])
     held = reserve(driver, queue_name)
     # As if this had been its last attempt.
-    failed = runner.run(replace(held.envelope, attempts=2))
+    failed = storing_runner.run(replace(held.envelope, attempts=2))
     assert driver.bury(held)
     assert failed.outcome is Outcome.FAILED
 
@@ -949,10 +952,10 @@ def test_queue_work_failed_puts_stored_failed_amqp_jobs_back_on_their_queue(
     markers_dir: Path,
     tmp_path: Path,
     sqlite_failed_store: DatabaseFailedJobStore,
+    storing_runner: JobRunner,
 ) -> None:
-    runner = JobRunner(Container(), Signer(key), sqlite_failed_store)
     [job_id] = queue.push(jobs.GivesUp, args=[str(markers_dir), "doomed"])
-    work(driver, runner, queue_name, max_jobs=1)
+    work(driver, storing_runner, queue_name, max_jobs=1)
     assert [stored.uuid for stored in sqlite_failed_store.all()] == [job_id]
 
     requeue = craft(craft_environment(key, tmp_path), "queue:work", "--driver", "amqp", "--failed")
