@@ -6,7 +6,11 @@ every push after it. Queues are durable and declared by whoever uses them
 first, pusher or worker; messages are persistent (`delivery_mode=2`) and
 published with `mandatory=True` on a channel in confirm mode, so `push()`
 returns only once the broker has confirmed every message, and an unroutable
-or nacked message raises `PublishRefusedError`. A lost connection is reopened
+or nacked message raises `PublishRefusedError`. One job waits for its own
+confirm; `push(*jobs)` publishes its messages back to back, up to
+`CONFIRM_WINDOW` awaiting their confirms at once, and returns when the last
+is confirmed, so a batch costs about one round trip per window, not one per
+job. A lost connection is reopened
 and the unconfirmed messages published again, `publish_attempts` times in
 all; then `AmqpUnavailableError` says which broker and why. (A message whose
 confirm was lost with the connection is sent again, so a job may be queued
@@ -77,6 +81,7 @@ import atexit
 import contextlib
 import copy
 import functools
+import itertools
 import logging
 import math
 import os
@@ -116,6 +121,10 @@ RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 5.0
 # How long `waiting()` lets a delivery on its way arrive before it asks the broker.
 BUFFER_GRACE_SECONDS = 0.05
+# A publisher idle this long reads what the broker sent before its next publish.
+IDLE_CHECK_SECONDS = 1.0
+# How many messages of one push may await their confirm at once.
+CONFIRM_WINDOW = 256
 # How long a worker call handed to the consumer thread may take.
 CALL_TIMEOUT_SECONDS = 30.0
 # Errors after which retrying cannot help: wrong credentials, unknown or forbidden vhost.
@@ -320,46 +329,54 @@ class AmqpDriver(Driver):
     def push(self, envelopes: Sequence[Envelope], channel: str | None = None) -> None:
         """Publish every envelope to its queue and wait for the broker's confirms.
 
-        After a lost connection only the envelopes not yet confirmed are
-        published again.
+        One envelope waits for its own confirm; several are published back to
+        back and their confirms awaited together (see `_Publisher.publish`).
+        After a lost connection, or a message the broker returned or nacked,
+        only the envelopes not yet confirmed are published again.
         """
-        pending = deque(envelopes)
+        pending = dict(enumerate(envelopes))
 
         def publish_pending(publisher: _Publisher) -> None:
-            while pending:
-                self._publish(publisher, pending[0])
-                pending.popleft()
+            now = self.clock.now()
+            holding: set[str] = set()
+            outgoing = {
+                key: self._outgoing(publisher, envelope, now, holding)
+                for key, envelope in pending.items()
+            }
+            publisher.publish(outgoing, confirmed=pending.pop)
 
         self._with_publisher("publishing", publish_pending, lambda: len(pending))
 
-    def _publish(self, publisher: _Publisher, envelope: Envelope) -> None:
-        now = self.clock.now()
+    def _outgoing(
+        self, publisher: _Publisher, envelope: Envelope, now: float, holding: set[str]
+    ) -> _Outgoing:
+        """Declare what `envelope` is routed through and return the message to publish.
+
+        `holding` collects the holding queues declared during this push, so a
+        batch of delayed jobs declares each one once.
+        """
         publisher.declare(envelope.queue)
         routing_key = envelope.queue
         delay = holding_delay(envelope.available_at - now)
         if delay:
             routing_key = holding_queue_name(envelope.queue, delay)
-            # Declared before every delayed publish, which restarts its
-            # x-expires countdown, so it cannot expire with this message in it.
-            publisher.declare(
-                routing_key,
-                arguments={
-                    "x-message-ttl": delay,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": envelope.queue,
-                    "x-expires": delay + HOLDING_QUEUE_SLACK_MS,
-                },
-                remember=False,
-            )
-            with self._lock:
-                self._holding.setdefault(envelope.queue, set()).add(routing_key)
-        publisher.channel.basic_publish(
-            exchange="",
-            routing_key=routing_key,
-            body=envelope.body,
-            properties=message_properties(envelope, now),
-            mandatory=True,
-        )
+            if routing_key not in holding:
+                # Declared again before each push that uses it, which restarts
+                # its x-expires countdown, so it cannot expire with this message in it.
+                publisher.declare(
+                    routing_key,
+                    arguments={
+                        "x-message-ttl": delay,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": envelope.queue,
+                        "x-expires": delay + HOLDING_QUEUE_SLACK_MS,
+                    },
+                    remember=False,
+                )
+                holding.add(routing_key)
+                with self._lock:
+                    self._holding.setdefault(envelope.queue, set()).add(routing_key)
+        return _Outgoing(routing_key, envelope.body, message_properties(envelope, now))
 
     # Working ----------------------------------------------------------------------
 
@@ -647,8 +664,24 @@ class AmqpDriver(Driver):
         return self._consumer
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One message ready to publish: where to, the body, the properties."""
+
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+
+
 class _Publisher:
-    """One thread's publishing connection, its confirm-mode channel and its declared queues."""
+    """One thread's publishing connection, its confirm-mode channels and its declared queues.
+
+    `channel` is pika's blocking channel in confirm mode: each publish on it
+    waits for its own confirm. A push of several messages uses a second
+    channel, `_batch`, on which confirm mode is turned on underneath pika's
+    blocking layer (its `_impl` channel), so that messages go out back to back
+    and their confirms are counted here as they arrive (`_on_confirm`).
+    """
 
     def __init__(self, parameters: pika.ConnectionParameters | pika.URLParameters) -> None:
         self.pid = os.getpid()
@@ -657,6 +690,17 @@ class _Publisher:
             _named(parameters, f"queueing publisher {self.pid}")
         )
         self.declared: set[str] = set()
+        self.last_used = time.monotonic()
+        self._batch: Any = None
+        self._batch_closed: BaseException | None = None
+        # Delivery tags of the batch channel not confirmed yet, with the key
+        # of each message; tags count the channel's publishes from 1.
+        self._unconfirmed: dict[int, Any] = {}
+        self._next_tag = 1
+        self._returned: set[str] = set()
+        self._refused: list[tuple[Any, str]] = []
+        self._confirmed: Callable[[Any], Any] = _ignore
+        self._wake_below = 0
         try:
             self.channel = self._open_channel()
         except BaseException:
@@ -671,18 +715,159 @@ class _Publisher:
     def usable(self) -> bool:
         """Say whether this connection is open, in this process.
 
-        Reading what the broker sent since the last use answers its
-        heartbeats and notices a connection it closed while we were idle
-        (say, after missed heartbeats during a long job), so that one is
-        replaced before a publish fails on it.
+        After an idle spell, reading what the broker sent meanwhile answers its
+        heartbeats and notices a connection it closed (say, after missed
+        heartbeats during a long job), so that one is replaced before a
+        publish fails on it. Between pushes in quick succession the publish
+        itself does that reading.
         """
         if self.pid != os.getpid() or not self.connection.is_open:
             return False
-        try:
-            self.connection.process_data_events(0)
-        except (amqp.AMQPError, OSError):
-            return False
+        if time.monotonic() - self.last_used >= IDLE_CHECK_SECONDS:
+            try:
+                self.connection.process_data_events(0)
+            except (amqp.AMQPError, OSError):
+                return False
         return self.connection.is_open and self.channel.is_open
+
+    def publish(self, outgoing: dict[Any, _Outgoing], confirmed: Callable[[Any], Any]) -> None:
+        """Publish every message of `outgoing`, calling `confirmed(key)` as each is confirmed.
+
+        Returns when all are confirmed. A message the broker returned
+        (unroutable) or nacked is not confirmed: once every confirm is in,
+        pika's `UnroutableError` or `NackError` is raised for them. A lost
+        connection raises as it happens; what was not confirmed by then is
+        left to the caller to publish again.
+        """
+        try:
+            if len(outgoing) == 1:
+                ((key, message),) = outgoing.items()
+                self.channel.basic_publish(
+                    exchange="",
+                    routing_key=message.routing_key,
+                    body=message.body,
+                    properties=message.properties,
+                    mandatory=True,
+                )
+                confirmed(key)
+            elif outgoing:
+                self._publish_batch(outgoing, confirmed)
+        finally:
+            self.last_used = time.monotonic()
+
+    def _publish_batch(
+        self, outgoing: dict[Any, _Outgoing], confirmed: Callable[[Any], Any]
+    ) -> None:
+        channel = self._batch_channel()
+        self._confirmed = confirmed
+        self._returned.clear()
+        self._refused.clear()
+        try:
+            for key, message in outgoing.items():
+                if len(self._unconfirmed) >= CONFIRM_WINDOW:
+                    self._await_confirms(CONFIRM_WINDOW // 2)
+                channel.basic_publish(
+                    exchange="",
+                    routing_key=message.routing_key,
+                    body=message.body,
+                    properties=message.properties,
+                    mandatory=True,
+                )
+                self._unconfirmed[self._next_tag] = (key, message.properties.message_id)
+                self._next_tag += 1
+            self._await_confirms(0)
+        except BaseException:
+            # The channel's count of tags is no longer ours to follow.
+            self._drop_batch_channel()
+            raise
+        finally:
+            self._confirmed = _ignore
+        if self._refused:
+            refused, self._refused = self._refused, []
+            nacked = [key for key, reason in refused if reason == "nack"]
+            if nacked:
+                raise amqp.NackError([])
+            raise amqp.UnroutableError([])
+
+    def _batch_channel(self) -> Any:
+        """The channel batches are published on (pika's channel under a blocking one)."""
+        if self._batch is not None and self._batch.is_open and self._batch_closed is None:
+            return self._batch._impl
+        self._drop_batch_channel()
+        blocking = self.connection.channel()
+        channel = blocking._impl
+        selected: list[Any] = []
+
+        def on_selected(frame: Any) -> None:
+            selected.append(frame)
+            self._wake()
+
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_batch_closed)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_selected)
+        while not selected:
+            self._wait()
+        self._batch, self._next_tag = blocking, 1
+        return channel
+
+    def _drop_batch_channel(self) -> None:
+        batch, self._batch = self._batch, None
+        self._batch_closed = None
+        self._unconfirmed.clear()
+        if batch is not None and batch.is_open:
+            with contextlib.suppress(amqp.AMQPError, OSError):
+                batch.close()
+
+    def _await_confirms(self, at_most: int) -> None:
+        """Process the broker's frames until at most `at_most` messages await their confirm."""
+        self._wake_below = at_most + 1
+        while len(self._unconfirmed) > at_most:
+            self._wait()
+
+    def _wait(self) -> None:
+        """Process frames until a callback here asks to stop (`_wake`) or the channel closed."""
+        if self._batch_closed is not None:
+            raise self._batch_closed
+        self.connection.process_data_events(time_limit=None)
+        if self._batch_closed is not None:
+            raise self._batch_closed
+
+    def _wake(self) -> None:
+        # A zero-delay timer is an event of the blocking connection, which
+        # ends the `process_data_events` call that `_wait` is in.
+        self.connection.call_later(0, _ignore)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        if method.multiple:
+            # Tags are kept in publishing order: every one up to this tag.
+            tags = list(
+                itertools.takewhile(lambda tag: tag <= method.delivery_tag, self._unconfirmed)
+            )
+        else:
+            tags = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        for tag in tags:
+            key, message_id = self._unconfirmed.pop(tag)
+            self._settle(key, message_id, nacked)
+        if len(self._unconfirmed) < self._wake_below:
+            self._wake()
+
+    def _settle(self, key: Any, message_id: str | None, nacked: bool) -> None:
+        if nacked:
+            self._refused.append((key, "nack"))
+        elif message_id is not None and message_id in self._returned:
+            self._refused.append((key, "unroutable"))
+        else:
+            self._confirmed(key)
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        # The broker returns an unroutable message before it confirms it.
+        self._returned.add(properties.message_id)
+
+    def _on_batch_closed(self, _channel: Any, reason: BaseException) -> None:
+        self._batch_closed = reason
+        self._wake()
 
     def declare(
         self, queue: str, arguments: dict[str, Any] | None = None, remember: bool = True
@@ -701,6 +886,7 @@ class _Publisher:
     def reopen_channel(self) -> None:
         """Open a new channel after the broker closed this one with an error."""
         self.declared.clear()
+        self._drop_batch_channel()
         if self.connection.is_open:
             self.channel = self._open_channel()
 
@@ -713,6 +899,10 @@ class _Publisher:
                 self.connection.close()
         except (amqp.AMQPError, OSError) as error:
             logger.debug("closing an amqp publisher: %s", error)
+
+
+def _ignore(*_: Any) -> None:
+    """A callback that does nothing."""
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ from urllib.parse import quote
 import pika
 import pika.exceptions
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
 
 from container import Container
 from providers.configuration import Configuration
 from providers.queue_provider import DRIVERS, read_queue_config
 from queueing import FailedJob, JobRunner, Outcome, Queue, Signer
 from queueing.connections import Connections
+from queueing.drivers import amqp as amqp_driver
 from queueing.drivers.amqp import (
     AmqpDriver,
     AmqpUnavailableError,
@@ -289,18 +289,21 @@ def kill_socket_on_publish(
 
     The socket is shut down just before the n-th `basic_publish` (counted
     from 1) sends its frames, so pika meets a dead connection as it would
-    after a network failure. Returns the list of publish numbers tried.
+    after a network failure. Single pushes and batches both publish through
+    pika's `Channel.basic_publish`. Returns the list of publish numbers tried.
     """
-    real = BlockingChannel.basic_publish
+    real = pika.channel.Channel.basic_publish
     tried: list[int] = []
 
-    def publish(channel: BlockingChannel, *arguments: Any, **keywords: Any) -> None:
+    def publish(channel: pika.channel.Channel, *arguments: Any, **keywords: Any) -> None:
         tried.append(len(tried) + 1)
         if failing(tried[-1]):
-            channel.connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+            # A batch's later publishes find the socket already shut down.
+            with contextlib.suppress(OSError):
+                channel.connection._transport._sock.shutdown(socket.SHUT_RDWR)
         real(channel, *arguments, **keywords)
 
-    monkeypatch.setattr(BlockingChannel, "basic_publish", publish)
+    monkeypatch.setattr(pika.channel.Channel, "basic_publish", publish)
     return tried
 
 
@@ -445,30 +448,35 @@ def test_push_names_the_queue_by_channel_and_one_push_sends_many_jobs(
     assert taken == [(job_id, high) for job_id in ids]
 
 
+@pytest.mark.parametrize("count", [1, 3], ids=["single", "batch"])
 def test_a_queue_deleted_after_it_was_declared_is_declared_again_on_push(
-    queue: Queue, broker: Broker, queue_name: str
+    queue: Queue, broker: Broker, queue_name: str, count: int
 ) -> None:
     queue.push(jobs.Record, args=["/nowhere", "a"])
     broker.channel.queue_delete(queue_name)
 
-    queue.push(jobs.Record, args=["/nowhere", "b"])
+    queue.push(*[jobs.Record] * count, args=["/nowhere", "b"])
 
-    assert broker.ready(queue_name) == 1
+    assert broker.ready(queue_name) == count
 
 
+@pytest.mark.parametrize("count", [1, 3], ids=["single", "batch"])
 def test_a_message_the_broker_cannot_route_raises_at_push(
     drivers: Callable[..., AmqpDriver],
     key: str,
     broker: Broker,
     monkeypatch: pytest.MonkeyPatch,
+    count: int,
 ) -> None:
     driver = drivers(queue=broker.name(), publish_attempts=2)
     queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
     # Nothing declares the queue, so the mandatory message has nowhere to go.
     monkeypatch.setattr("queueing.drivers.amqp._Publisher.declare", lambda *args, **kwargs: None)
 
-    with pytest.raises(PublishRefusedError, match="did not take the message"):
-        queue.push(jobs.Record, args=["/nowhere", "a"])
+    with pytest.raises(
+        PublishRefusedError, match=rf"did not take the message.*; {count} job\(s\) not queued"
+    ):
+        queue.push(*[jobs.Record] * count, args=["/nowhere", "a"])
 
 
 def test_a_queue_the_broker_refuses_to_declare_raises_at_push_and_the_driver_goes_on(
@@ -541,7 +549,61 @@ def test_pushing_from_8_threads_delivers_every_job_once_over_one_connection_per_
     assert not driver.waiting([queue_name])
 
 
-def test_a_connection_lost_mid_push_is_reopened_and_each_job_arrives_once(
+def test_a_bulk_push_beyond_the_confirm_window_queues_every_job_once_in_order(
+    queue: Queue, driver: AmqpDriver, broker: Broker, queue_name: str
+) -> None:
+    count = amqp_driver.CONFIRM_WINDOW * 2 + 7
+
+    ids = queue.push(*[jobs.Numbered(n) for n in range(count)], args=["/nowhere"])
+
+    # push() returned: the broker has confirmed every one of them.
+    assert broker.ready(queue_name) == count
+    assert taken_ids(driver, queue_name, count) == ids
+
+
+def test_a_delayed_bulk_push_waits_in_a_holding_queue_then_every_job_runs(
+    queue: Queue,
+    driver: AmqpDriver,
+    runner: JobRunner,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+) -> None:
+    broker.delayed(queue_name, 1)
+    pushed_at = time.time()
+
+    queue.push(*[jobs.Record] * 5, args=[str(markers_dir), "later"], wait=1)
+
+    [counts] = driver.counts()
+    assert (counts.pending, counts.delayed) == (0, 5)
+    work(driver, runner, queue_name, max_jobs=5)
+    started = jobs.marker_times(markers_dir, "later")
+    assert len(started) == 5
+    assert all(0.9 <= at - pushed_at < 4 for at in started)
+
+
+def test_a_connection_lost_mid_push_resends_only_the_jobs_not_confirmed(
+    queue: Queue,
+    driver: AmqpDriver,
+    broker: Broker,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A window of one: each message of the batch waits for its confirm
+    # before the next goes out, so which were confirmed is known exactly.
+    monkeypatch.setattr(amqp_driver, "CONFIRM_WINDOW", 1)
+    tried = kill_socket_on_publish(monkeypatch, lambda number: number == 2)
+
+    ids = queue.push(jobs.Numbered(1), jobs.Numbered(2), jobs.Numbered(3), args=["/nowhere"])
+
+    # The first job was confirmed before the connection died: only the
+    # second and third are published (again) on the new connection.
+    assert tried == [1, 2, 3, 4]
+    assert broker.ready(queue_name) == 3
+    assert taken_ids(driver, queue_name, len(ids)) == ids
+
+
+def test_a_batch_whose_connection_dies_before_its_confirms_is_sent_again_and_each_job_arrives(
     queue: Queue,
     driver: AmqpDriver,
     broker: Broker,
@@ -552,16 +614,21 @@ def test_a_connection_lost_mid_push_is_reopened_and_each_job_arrives_once(
 
     ids = queue.push(jobs.Numbered(1), jobs.Numbered(2), jobs.Numbered(3), args=["/nowhere"])
 
-    # The first job was confirmed before the connection died: only the
-    # second and third are published (again) on the new connection.
-    assert tried == [1, 2, 3, 4]
+    # The three went out back to back on a connection that died before any
+    # confirm came back, so all three are published again.
+    assert tried == [1, 2, 3, 4, 5, 6]
     assert broker.ready(queue_name) == 3
+    assert taken_ids(driver, queue_name, len(ids)) == ids
+
+
+def taken_ids(driver: AmqpDriver, queue_name: str, count: int) -> list[str]:
+    """Reserve and acknowledge `count` jobs; return their ids in the order they came."""
     taken = []
-    for _ in ids:
+    for _ in range(count):
         held = reserve(driver, queue_name)
         taken.append(held.envelope.id)
         assert driver.acknowledge(held)
-    assert taken == ids
+    return taken
 
 
 def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_nothing(
@@ -580,7 +647,8 @@ def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_
     ):
         queue.push(jobs.Numbered(1), jobs.Numbered(2), args=["/nowhere"])
 
-    assert tried == [1, 2, 3]
+    # Each attempt publishes both jobs back to back on a connection that dies.
+    assert tried == [1, 2, 3, 4, 5, 6]
     assert broker.get(queue_name) is None
     # Once the network is back, the same driver pushes again.
     monkeypatch.undo()
@@ -588,8 +656,9 @@ def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_
     assert broker.ready(queue_name) == 1
 
 
+@pytest.mark.parametrize("count", [1, 3], ids=["single", "batch"])
 def test_a_message_the_broker_nacks_raises_at_push(
-    drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
+    drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str, count: int
 ) -> None:
     driver = drivers(queue=queue_name, publish_attempts=2)
     queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
@@ -605,8 +674,11 @@ def test_a_message_the_broker_nacks_raises_at_push(
         '{"max-length": 0, "overflow": "reject-publish"}',
     )
     try:
-        with pytest.raises(PublishRefusedError, match=r"NackError.*after 2 attempt\(s\)"):
-            queue.push(jobs.Numbered(1), args=["/nowhere"])
+        with pytest.raises(
+            PublishRefusedError,
+            match=rf"NackError.*after 2 attempt\(s\); {count} job\(s\) not queued",
+        ):
+            queue.push(*[jobs.Numbered(n) for n in range(count)], args=["/nowhere"])
     finally:
         rabbitmqctl("clear_policy", policy)
 
