@@ -16,3 +16,14 @@ class NoopJob(Queueable):
     def handle(self, seq: int) -> None:
         """Record `seq` and the start time."""
         record(seq)
+
+
+class NumberedNoopJob(Queueable):
+    """A job instance carrying its sequence number, for pushing many in one call."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def handle(self) -> None:
+        """Record the sequence number this instance was built with."""
+        record(self.seq)

@@ -8,6 +8,9 @@ then pushes in one of three modes:
 - `paced`: `count` pushes at a steady `rate` per second; returns when each
   was pushed (taken just before the push call).
 - `warm-up`: one warm-up job, so the harness can see that a worker is ready.
+- `bulk`: with a bulk pusher factory, whose `push(seqs)` queues one job per
+  number in one call: `count` jobs in calls of `BULK_SIZE`; returns the
+  elapsed seconds.
 
 Every mode first pushes one warm-up job (sequence number -1), untimed, so
 that connecting and building drivers is not counted as pushing.
@@ -23,7 +26,11 @@ from typing import Any
 
 from bench import probe
 
+# Jobs per call of a bulk push.
+BULK_SIZE = 100
+
 Pusher = Callable[[int], Any]
+BulkPusher = Callable[[list[int]], Any]
 PusherFactory = Callable[..., AbstractContextManager[Pusher]]
 
 
@@ -32,6 +39,9 @@ def run(factory: str, options: dict[str, Any], mode: str, count: int, rate: floa
     module_name, _, name = factory.partition(":")
     make: PusherFactory = getattr(importlib.import_module(module_name), name)
     with make(**options) as push:
+        if mode == "bulk":
+            push([probe.WARM_UP])
+            return {"elapsed": timed_bulk(push, count)}
         push(probe.WARM_UP)
         if mode == "warm-up":
             return {}
@@ -47,6 +57,14 @@ def timed(push: Pusher, count: int) -> float:
     started = time.perf_counter()
     for seq in range(count):
         push(seq)
+    return time.perf_counter() - started
+
+
+def timed_bulk(push: BulkPusher, count: int) -> float:
+    """Push jobs 0..count-1 in calls of `BULK_SIZE` and return the seconds it took."""
+    started = time.perf_counter()
+    for first in range(0, count, BULK_SIZE):
+        push(list(range(first, min(count, first + BULK_SIZE))))
     return time.perf_counter() - started
 
 

@@ -91,6 +91,13 @@ CHECKS: tuple[Callable[[Medians], Verdict], ...] = (
     lambda m: _ratio(
         "amqp push >= 0.8x raw confirmed publish", m, ("amqp", "push"), ("raw-pika", "push"), 0.8
     ),
+    lambda m: _ratio(
+        "amqp bulk push(*jobs) > 1.0x raw confirmed publish",
+        m,
+        ("amqp", "push_bulk"),
+        ("raw-pika", "push"),
+        1.0,
+    ),
     lambda m: _best_peer(
         "database-postgresql drain c=1 >= best PostgreSQL peer",
         m,

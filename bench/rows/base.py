@@ -4,6 +4,8 @@ A row is one system on one broker (ours on PostgreSQL, Celery on RabbitMQ,
 the raw pika floor, ...). One round of a row fills these cells:
 
 - `push`: single pushes per second, one job per call, from one client.
+- `push_bulk`: jobs per second pushed `bench.pushing.BULK_SIZE` per call
+  (`push(*jobs)`), for the rows that have such a call.
 - `drain_c1`: jobs per second one worker process with one consumer runs
   from a full queue.
 - `drain_default`: the same with the system's default concurrency.
@@ -37,7 +39,7 @@ from bench.measure import (
     wait_for_records,
 )
 
-COLUMNS = ("push", "drain_c1", "drain_default", "p50", "p99", "rss")
+COLUMNS = ("push", "push_bulk", "drain_c1", "drain_default", "p50", "p99", "rss")
 Concurrency = Literal["c1", "default"]
 IDLE_SETTLE = 1.0  # seconds a worker idles after its warm-up job before its memory is read
 
@@ -167,6 +169,7 @@ class WorkerRow(Row):
     """
 
     pusher: str = ""
+    bulk_pusher: str = ""  # a factory pushing many jobs per call, when the system has one
     latency: bool = True  # False where the worker only polls (the raw SQL loops)
 
     def pusher_options(self, run: Run) -> dict[str, Any]:
@@ -200,6 +203,8 @@ class WorkerRow(Row):
             spec = self.worker(run, "c1", stop_when_empty=True)
             assert spec is not None
             self._drain(run, spec, records, "drain_c1", result)
+        with result.step("push_bulk"):
+            self._push_bulk(run, result)
         with result.step("drain_default"):
             spec = self.worker(run, "default", stop_when_empty=True)
             if spec is None:  # the default is c=1: the same measurement
@@ -224,12 +229,24 @@ class WorkerRow(Row):
             **self.env(run), **(extra or {}), **{probe.RECORD_VARIABLE: str(records)}
         )
 
+    def _push_bulk(self, run: Run, result: RoundResult) -> None:
+        """Time `run.jobs` jobs pushed in bulk calls, then check they are all queued."""
+        if not self.bulk_pusher:
+            raise NotApplicable
+        self.purge(run)
+        records = run.file(self.name, "bulk", "rec")
+        elapsed = self._push(run, records, run.jobs, mode="bulk")
+        result.values["push_bulk"] = run.jobs / elapsed
+        queued = self.purge(run)
+        if queued != run.jobs + 1:  # the warm-up job too
+            result.flags["push_bulk"] = f"{queued} queued of {run.jobs + 1} pushed"
+
     def _push(self, run: Run, records: Path, count: int, mode: str = "timed") -> Any:
         """Push `count` jobs from a child process (see `bench.pushing.run`)."""
         outcome = child.call(
             "bench.pushing:run",
             {
-                "factory": self.pusher,
+                "factory": self.bulk_pusher if mode == "bulk" else self.pusher,
                 "options": self.pusher_options(run),
                 "mode": mode,
                 "count": count,
@@ -238,7 +255,7 @@ class WorkerRow(Row):
             env=self._environment(run, records),
             timeout=run.timeout(count) + (count / run.rate if mode == "paced" else 0.0),
         )
-        return outcome["elapsed"] if mode == "timed" else outcome
+        return outcome["elapsed"] if mode in ("timed", "bulk") else outcome
 
     def _drain(
         self, run: Run, spec: WorkerSpec, records: Path, column: str, result: RoundResult
@@ -318,7 +335,7 @@ class InProcessRow(Row):
     def measure(self, run: Run) -> RoundResult:
         """Push and drain (c=1, then default), then latency; memory does not apply."""
         result = RoundResult()
-        result.not_applicable.add("rss")
+        result.not_applicable.update({"rss", "push_bulk"})
         columns = ("push", "drain_c1") if self.drains else ("push",)
         if not self.drains:
             result.not_applicable.update({"drain_c1", "drain_default"})

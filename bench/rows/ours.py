@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench import child, probe, servers
@@ -84,6 +84,24 @@ def queue_pusher(driver: str, channel: str | None, queue: str | None) -> Iterato
         target.close()
 
 
+@contextlib.contextmanager
+def bulk_queue_pusher(
+    driver: str, channel: str | None, queue: str | None
+) -> Iterator[Callable[[list[int]], Any]]:
+    """`Queue.push(*jobs)` on `driver`: one `NumberedNoopJob` instance per number, one call."""
+    from bench.jobs import NumberedNoopJob
+    from providers import bootstrap
+    from queueing import Queue
+
+    target = bootstrap(child.ROOT).make(Queue).driver(driver)
+    try:
+        yield lambda seqs: target.push(
+            *[NumberedNoopJob(seq) for seq in seqs], channel=channel, queue=queue
+        )
+    finally:
+        target.close()
+
+
 def check_driver(driver: str) -> dict[str, Any]:
     """Say whether `driver` can be built from `config/` (run in a child)."""
     import importlib
@@ -117,6 +135,7 @@ class AmqpRow(WorkerRow):
     floor = "raw-pika"
     servers = ("rabbitmq",)
     pusher = "bench.rows.ours:queue_pusher"
+    bulk_pusher = "bench.rows.ours:bulk_queue_pusher"
     summary = (
         "Queue.push(NoopJob) on the amqp driver; one `craft queue:work --driver amqp` "
         f"process on queue {AMQP_QUEUE}."
@@ -162,6 +181,7 @@ class DatabaseRow(WorkerRow):
 
     kind = "ours"
     pusher = "bench.rows.ours:queue_pusher"
+    bulk_pusher = "bench.rows.ours:bulk_queue_pusher"
 
     def __init__(self, connection: str, broker: str, floor: str | None) -> None:
         self.connection = connection

@@ -19,10 +19,11 @@ twice, never lost: delivery is at least once.)
 Message layout. The body is the envelope's signed body, untouched (the HMAC
 that `queueing.payload` puts in front of the pickle is the signature); the
 metadata the worker needs without unpickling travels in properties
-(`message_id`, `type`, `timestamp`) and headers (`job-id`, `job-name`,
-`job-queue`, `job-attempts`, `job-created`, `job-available-at-ms`, and
-`job-signature`, a copy of the body's HMAC for operators: the worker checks
-the one inside the body).
+(`message_id` is the job id, `type` the job name, `timestamp`) and headers
+(`job-attempts`, `job-created`, `job-available-at-ms`, `job-signature`, a
+copy of the body's HMAC for operators: the worker checks the one inside the
+body; and `job-name` when the name is too long for `type`). The queue is
+the one the message is consumed from.
 
 Working. A worker's deliveries come from a consumer connection driven by a
 background thread, which only moves frames: it keeps heartbeats flowing and
@@ -109,6 +110,8 @@ T = TypeVar("T")
 
 DEFAULT_PORT = 5672
 DEFAULT_VHOST = "/"
+# The longest AMQP short string (the `type` property).
+SHORT_STRING_BYTES = 255
 # An idle holding queue outlives its last message by this long before the
 # broker deletes it; every delayed publish declares it again first.
 HOLDING_QUEUE_SLACK_MS = 60_000
@@ -222,24 +225,28 @@ def holding_queue_name(queue: str, milliseconds: int) -> str:
 
 
 def message_properties(envelope: Envelope, now: float) -> pika.BasicProperties:
-    """Return the persistent message properties that carry `envelope`'s metadata."""
+    """Return the persistent message properties that carry `envelope`'s metadata.
+
+    The id and the job name are properties (`message_id`, `type`); a name
+    longer than `type` holds (255 bytes) travels whole in `job-name`.
+    """
+    name = envelope.name.encode()
+    headers: dict[str, Any] = {
+        "job-attempts": envelope.attempts,
+        "job-created": envelope.created,
+        # pika encodes no floats: epoch milliseconds.
+        "job-available-at-ms": round(envelope.available_at * 1000),
+        "job-signature": signature_of(envelope.body),
+    }
+    if len(name) > SHORT_STRING_BYTES:
+        headers["job-name"] = envelope.name
     return pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,
         content_type="application/octet-stream",
         message_id=envelope.id,
-        # `type` is a short string (255 bytes at most); the header has it whole.
-        type=envelope.name.encode()[:255].decode(errors="ignore"),
+        type=name[:SHORT_STRING_BYTES].decode(errors="ignore"),
         timestamp=int(now),
-        headers={
-            "job-id": envelope.id,
-            "job-name": envelope.name,
-            "job-queue": envelope.queue,
-            "job-attempts": envelope.attempts,
-            "job-created": envelope.created,
-            # pika encodes no floats: epoch milliseconds.
-            "job-available-at-ms": round(envelope.available_at * 1000),
-            "job-signature": signature_of(envelope.body),
-        },
+        headers=headers,
     )
 
 
@@ -258,7 +265,7 @@ def envelope_from_message(
     headers = properties.headers or {}
     attempts = _integer(headers.get("job-attempts")) + 1 + (1 if redelivered else 0)
     return Envelope(
-        id=_text(headers.get("job-id")) or _text(properties.message_id) or uuid.uuid4().hex,
+        id=_text(properties.message_id) or uuid.uuid4().hex,
         name=_text(headers.get("job-name")) or _text(properties.type) or "unknown",
         queue=queue,
         driver=AmqpDriver.name,

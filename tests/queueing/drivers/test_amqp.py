@@ -41,12 +41,14 @@ from queueing.drivers.amqp import (
     AmqpDriver,
     AmqpUnavailableError,
     PublishRefusedError,
+    envelope_from_message,
     holding_delay,
     holding_queue_name,
+    message_properties,
 )
 from queueing.failed import DatabaseFailedJobStore
 from queueing.operations import retry_failed
-from queueing.payload import MAGIC
+from queueing.payload import MAGIC, Envelope
 from queueing.schema import metadata
 from queueing.worker import Worker, WorkerOptions
 from tests.queueing.drivers import jobs_for_amqp as jobs
@@ -107,11 +109,17 @@ class Broker:
         method, properties, body = self._channel().basic_get(queue, auto_ack=False)
         return None if method is None else (method, properties, body)
 
-    def publish(self, queue: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        **properties: Any,
+    ) -> None:
         """Publish raw bytes to `queue`, as anyone with broker access could."""
         self._channel().queue_declare(queue, durable=True)
         self._channel().basic_publish(
-            "", queue, body, pika.BasicProperties(delivery_mode=2, headers=headers)
+            "", queue, body, pika.BasicProperties(delivery_mode=2, headers=headers, **properties)
         )
 
     def close(self) -> None:
@@ -419,9 +427,8 @@ def test_messages_are_persistent_in_a_durable_queue_with_the_metadata_in_headers
 
     assert properties.delivery_mode == 2
     assert properties.message_id == job_id
-    assert properties.headers["job-id"] == job_id
-    assert properties.headers["job-name"] == "tests.queueing.drivers.jobs_for_amqp.Record"
-    assert properties.headers["job-queue"] == queue_name
+    assert properties.type == "tests.queueing.drivers.jobs_for_amqp.Record"
+    assert "job-name" not in properties.headers  # the name fits in `type`
     assert properties.headers["job-attempts"] == 0
     assert properties.headers["job-created"]
     assert properties.headers["job-signature"] == body[len(MAGIC) : len(MAGIC) + 32].hex()
@@ -757,7 +764,7 @@ def test_a_stopping_worker_gives_back_its_prefetched_messages_with_no_attempt_sp
     wait_until(lambda: broker.ready(queue_name) == 4, 10, "prefetched messages were not given back")
     left = [broker.get(queue_name) for _ in range(4)]
     assert all(message is not None for message in left)
-    assert {message[1].headers["job-id"] for message in left} <= set(pushed)
+    assert {message[1].message_id for message in left} <= set(pushed)
     # Published anew with their attempts as they were. A delivery pika had read
     # but not yet handed over when the consumer was cancelled is requeued by
     # pika itself, flagged redelivered; at most the last in flight can be that.
@@ -776,9 +783,8 @@ def test_a_retry_waits_in_a_holding_queue_with_the_same_body_and_its_attempts_in
 
     holding = holding_queue_name(queue_name, holding_delay(5.0))
     _method, properties, body = broker.get(holding) or pytest.fail("no message is held")
-    assert properties.headers["job-id"] == job_id
+    assert properties.message_id == job_id
     assert properties.headers["job-attempts"] == 1
-    assert properties.headers["job-queue"] == queue_name
     # The same signed body: the instance goes back with the state it was pushed with.
     assert body == held.envelope.body
     assert settled(driver, broker, queue_name)
@@ -906,6 +912,33 @@ def test_holding_delays_are_rounded_up_by_about_one_percent_at_most() -> None:
     assert holding_queue_name("mail", 1000) == "mail.delay.1000"
 
 
+def test_a_job_name_too_long_for_the_type_property_travels_whole_in_a_header() -> None:
+    name = "app.jobs." + "VeryLong" * 40
+    envelope = Envelope(
+        id="job-1",
+        name=name,
+        queue="mail",
+        driver="amqp",
+        created="now",
+        available_at=5.0,
+        body=b"body",
+        attempts=2,
+    )
+
+    properties = message_properties(envelope, now=1.0)
+    read = envelope_from_message("mail", properties, b"body", redelivered=False, now=1.0)
+
+    assert len(properties.type.encode()) == 255
+    assert properties.headers["job-name"] == name
+    assert (read.id, read.name, read.queue, read.attempts, read.available_at) == (
+        "job-1",
+        name,
+        "mail",
+        3,
+        5.0,
+    )
+
+
 # Refused payloads --------------------------------------------------------------------------
 
 
@@ -918,8 +951,13 @@ def test_forged_messages_are_parked_and_acknowledged_without_being_unpickled(
     markers_dir: Path,
 ) -> None:
     evil = pickle.dumps({"obj": jobs.Forged(str(markers_dir)), "args": ()})
-    headers = {"job-id": "forged-1", "job-name": "evil.Job", "job-attempts": 0}
-    broker.publish(queue_name, MAGIC + secrets.token_bytes(32) + evil, headers)
+    broker.publish(
+        queue_name,
+        MAGIC + secrets.token_bytes(32) + evil,
+        {"job-attempts": 0},
+        message_id="forged-1",
+        type="evil.Job",
+    )
     broker.publish(queue_name, evil)
 
     work(driver, runner, queue_name, max_jobs=2)
