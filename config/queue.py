@@ -56,9 +56,10 @@ DRIVERS = {
         "heartbeat": env("QUEUE_AMQP_HEARTBEAT", 60),
         # Messages a worker holds unacknowledged per queue it takes from: the
         # one running, plus the ones already on their way to it (so it never
-        # waits for the broker between short jobs). A stopping worker gives
-        # the unstarted ones back; use 1 when jobs are long and workers many.
-        "prefetch": env("QUEUE_AMQP_PREFETCH", 20),
+        # waits for the broker between short jobs). The unstarted ones are
+        # given back when the worker stops and when the job in hand runs
+        # over a second, so a long job holds back no other.
+        "prefetch": env("QUEUE_AMQP_PREFETCH", 100),
         # Seconds a push waits while the broker blocks publishers (low on
         # memory or disk) before it gives up.
         "blocked_connection_timeout": 60,

@@ -316,12 +316,19 @@ class _LeaseKeeper:
 
     @classmethod
     def for_driver(cls, driver: Any) -> _LeaseKeeper | None:
-        """Return a keeper for `driver`, or None if its jobs hold no lease to extend."""
+        """Return a keeper for `driver`, or None if its jobs hold no lease to extend.
+
+        A driver says how often to call `extend` with `extend_every` (seconds),
+        or leases jobs for `retry_after` seconds and is called every third of it.
+        """
         extend = getattr(driver, "extend", None)
+        every = getattr(driver, "extend_every", None)
         lease = getattr(driver, "retry_after", None)
-        if extend is None or not lease:
+        if every is None and lease:
+            every = max(0.5, lease / 3)
+        if extend is None or not every:
             return None
-        return cls(extend, max(0.5, lease / 3))
+        return cls(extend, every)
 
     def keep(self, held: Any) -> None:
         """Extend `held`'s lease every period from now on, until `forget`."""

@@ -32,7 +32,10 @@ itself runs in the worker's thread. Acknowledgements go back to the consumer
 thread with `add_callback_threadsafe`, and only after the job settled: done,
 failed and stored, or parked. QoS `prefetch` (default 1) bounds how many
 unacknowledged messages a worker holds, so a worker killed mid-job leaves its
-message to be delivered again.
+message to be delivered again. Acknowledgements queued together go out as
+one `multiple` acknowledgement when they settle a run of delivery tags. A job
+running longer than `LONG_JOB_SECONDS` has the messages prefetched behind it
+given back (`extend`), so other workers run them meanwhile.
 
 Attempts. `job-attempts` counts the attempts started before the message was
 published; `reserve()` adds the one about to run, and one more when the
@@ -124,6 +127,8 @@ RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 5.0
 # How long `waiting()` lets a delivery on its way arrive before it asks the broker.
 BUFFER_GRACE_SECONDS = 0.05
+# A job running this long has the messages prefetched behind it given back.
+LONG_JOB_SECONDS = 1.0
 # A publisher idle this long reads what the broker sent before its next publish.
 IDLE_CHECK_SECONDS = 1.0
 # How many messages of one push may await their confirm at once.
@@ -439,6 +444,33 @@ class AmqpDriver(Driver):
     ) -> None:
         """Block until a message arrives, `timeout` passes or `wake` is set."""
         self._consumer_for(queues).wait(queues, timeout, wake)
+
+    @property
+    def extend_every(self) -> float | None:
+        """How often the worker calls `extend` while a job runs (None: never)."""
+        return LONG_JOB_SECONDS if self.prefetch > 1 else None
+
+    def extend(self, held: Delivery) -> bool:
+        """The job in hand runs long: give back the messages prefetched behind it.
+
+        Called by the worker every `extend_every` seconds while a job runs. The
+        consumer takes no more messages until a job ends without running long,
+        and the buffered ones are published again with their attempts as they
+        were (then acknowledged), for other workers to take. False when the
+        delivery was lost.
+        """
+        consumer = held.consumer
+        if not consumer.holds(held):
+            return False
+        waiting = deque(consumer.hold_back(held))
+        try:
+            while waiting:
+                self.release(self._delivery(waiting[0], consumer), count_attempt=False)
+                waiting.popleft()
+        finally:
+            # What could not be given back stays for this worker to run.
+            consumer.put_back(waiting)
+        return consumer.holds(held)
 
     def acknowledge(self, held: Delivery) -> bool:
         """The job is done: acknowledge its message; False if its delivery was lost."""
@@ -973,6 +1005,14 @@ class _Consumer:
         self._paused = False
         self._unsent_acknowledgements: list[int] = []
         self._flush_scheduled = False
+        # On the consumer thread: every delivery tag up to this one is
+        # acknowledged, and so are these later ones (see `_send_acknowledgements`).
+        self._acknowledged_through = 0
+        self._acknowledged_ahead: set[int] = set()
+        # While a long job keeps the prefetch at one: the newest delivery tag
+        # it was lowered for (see `hold_back`).
+        self._held_back_through: int | None = None
+        self._restore_prefetch = False
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -1033,6 +1073,11 @@ class _Consumer:
             if not (self._connected and delivery.generation == self._generation):
                 return False
             self._unsent_acknowledgements.append(delivery.delivery_tag)
+            through = self._held_back_through
+            if through is not None and delivery.delivery_tag > through:
+                # A job delivered after the long one ended: prefetch again.
+                self._held_back_through = None
+                self._restore_prefetch = True
             # One wake-up of the consumer thread carries every acknowledgement
             # queued until it runs.
             if self._flush_scheduled:
@@ -1047,14 +1092,35 @@ class _Consumer:
         return True
 
     def _send_acknowledgements(self, generation: int) -> None:
-        # On the consumer thread, where the channel lives.
+        """Send the queued acknowledgements, on the consumer thread where the channel lives.
+
+        The broker numbers a channel's deliveries 1, 2, 3, ...; once every
+        delivery up to some tag is settled, one `multiple` acknowledgement of
+        the newest of them covers the run. A settled delivery behind one still
+        running or still buffered is acknowledged alone, at once, and counted
+        so that later runs can step over it.
+        """
         with self._state:
             tags, self._unsent_acknowledgements = self._unsent_acknowledgements, []
             self._flush_scheduled = False
             current = generation == self._generation
-        if current and self._channel.is_open:
-            for tag in tags:
-                self._channel.basic_ack(tag)
+            restore, self._restore_prefetch = self._restore_prefetch, False
+        if not (current and self._channel.is_open):
+            return
+        if restore:
+            self._channel.basic_qos(prefetch_count=0, global_qos=True)
+        unsent = set(tags)
+        through = self._acknowledged_through
+        while through + 1 in unsent or through + 1 in self._acknowledged_ahead:
+            through += 1
+            self._acknowledged_ahead.discard(through)
+        in_run = [tag for tag in unsent if tag <= through]
+        if in_run:
+            self._channel.basic_ack(max(in_run), multiple=True)
+        self._acknowledged_through = through
+        for tag in sorted(unsent - set(in_run)):
+            self._channel.basic_ack(tag)
+            self._acknowledged_ahead.add(tag)
 
     def pause(self) -> None:
         """Stop taking messages (the broker keeps the rest), for a worker that stops."""
@@ -1070,6 +1136,42 @@ class _Consumer:
             self._call(cancel, generation)
         except (_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError) as error:
             logger.debug("cancelling the amqp consumer: %s", error)
+
+    def hold_back(self, delivery: Delivery) -> list[_Received]:
+        """`delivery`'s job runs long: take no new messages, and pop the buffered ones.
+
+        The prefetch drops to one (the message in hand) until a job delivered
+        after these is acknowledged; the caller gives back what is returned.
+        """
+        with self._state:
+            generation = self._generation
+            if not self._connected or delivery.generation != generation:
+                return []
+            lowered = self._held_back_through is not None
+        if not lowered:
+            # A limit on the whole channel takes effect at once (the
+            # consumer's own prefetch applies only to consumers started later).
+            self._call(
+                lambda: self._channel.basic_qos(prefetch_count=1, global_qos=True), generation
+            )
+        # Messages sent before the broker took the lower prefetch arrived
+        # before its answer, so they are in the buffer now.
+        buffered = self.take_all()
+        with self._state:
+            if generation == self._generation:
+                self._held_back_through = max(
+                    [delivery.delivery_tag, self._held_back_through or 0]
+                    + [received.delivery_tag for received in buffered]
+                )
+        return buffered
+
+    def put_back(self, received: Sequence[_Received]) -> None:
+        """Return deliveries to the front of the buffer, in their order."""
+        with self._state:
+            for each in reversed(received):
+                if each.generation == self._generation:
+                    self._buffer[each.queue].appendleft(each)
+            self._state.notify_all()
 
     def take_all(self) -> list[_Received]:
         """Pop every buffered delivery."""
@@ -1183,12 +1285,14 @@ class _Consumer:
         )
         self._connection = connection
         channel = connection.channel()
+        self._acknowledged_through, self._acknowledged_ahead = 0, set()
         channel.basic_qos(prefetch_count=self._prefetch)
         channel.add_on_cancel_callback(self._on_cancel)
         with self._state:
             self._generation += 1
             generation = self._generation
             self._cancelled = False
+            self._held_back_through, self._restore_prefetch = None, False
         for queue in self.queues:
             channel.queue_declare(queue, durable=True)
             if self._paused:

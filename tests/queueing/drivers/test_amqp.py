@@ -746,6 +746,85 @@ def test_a_worker_holds_no_more_unacknowledged_messages_than_prefetch(
     wait_until(lambda: broker.ready(queue_name) == 1, 5, "the acknowledgement freed no room")
 
 
+def test_acknowledgements_in_any_order_settle_every_message_on_one_channel(
+    drivers: Callable[..., AmqpDriver],
+    key: str,
+    broker: Broker,
+    queue_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = drivers(queue=queue_name, prefetch=10)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue.push(*[jobs.Numbered(number) for number in range(6)], args=["/nowhere"])
+    held = [reserve(driver, queue_name) for _ in range(6)]
+
+    # Later deliveries first, then runs that step over them: a `multiple`
+    # acknowledgement must never name a delivery twice (the broker would
+    # close the channel and deliver everything again).
+    for index in (2, 0, 1, 5, 3, 4):
+        assert driver.acknowledge(held[index])
+        time.sleep(0.05)
+
+    assert settled(driver, broker, queue_name)
+    assert "lost the consumer connection" not in caplog.text
+
+
+def test_a_job_running_long_gives_back_the_messages_prefetched_behind_it(
+    drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
+) -> None:
+    driver = drivers(queue=queue_name, prefetch=5)
+    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    pushed = queue.push(*[jobs.Numbered(number) for number in range(8)], args=["/nowhere"])
+    held = reserve(driver, queue_name)
+    wait_until(lambda: broker.ready(queue_name) == 3, 5, "the consumer did not prefetch 5")
+
+    # What the worker's keeper calls once the job has run `extend_every` seconds.
+    assert driver.extend_every == amqp_driver.LONG_JOB_SECONDS
+    assert driver.extend(held)
+
+    # The 4 buffered behind it go back, with no attempt spent, and no new
+    # message comes while the long job runs.
+    assert broker.ready(queue_name) == 7
+    time.sleep(0.3)
+    assert broker.ready(queue_name) == 7
+    assert driver.reserve([queue_name]) is None
+    assert driver.acknowledge(held)
+    # Once a job delivered after the long one is done, prefetching resumes.
+    second = reserve(driver, queue_name)
+    assert (second.envelope.attempts, second.envelope.id in pushed) == (1, True)
+    assert driver.acknowledge(second)
+    wait_until(lambda: broker.ready(queue_name) == 1, 5, "prefetching did not resume")
+    driver.close()
+    wait_until(lambda: broker.ready(queue_name) == 6, 5, "the 6 jobs left did not come back")
+
+
+def test_a_worker_busy_with_a_long_job_lets_another_worker_run_the_jobs_behind_it(
+    drivers: Callable[..., AmqpDriver],
+    key: str,
+    runner: JobRunner,
+    queue_name: str,
+    markers_dir: Path,
+) -> None:
+    first = drivers(queue=queue_name, prefetch=10)
+    queue = Queue({"amqp": lambda: first}, "amqp", Signer(key))
+    queue.push(jobs.SlowRecord, args=[str(markers_dir), "slow", 3.0])
+    queue.push(*[jobs.Record] * 4, args=[str(markers_dir), "quick"])
+    busy = threading.Thread(target=work, args=(first, runner, queue_name), kwargs={"max_jobs": 1})
+    busy.start()
+    wait_until(
+        lambda: jobs.markers(markers_dir, "slow", "started"), 10, "the slow job did not start"
+    )
+
+    second = drivers(queue=queue_name, prefetch=10)
+    work(second, runner, queue_name, max_jobs=4)
+    busy.join(timeout=30)
+
+    [slow_done] = jobs.marker_times(markers_dir, "slow")
+    quick = jobs.marker_times(markers_dir, "quick")
+    assert len(quick) == 4
+    assert max(quick) < slow_done
+
+
 def test_a_stopping_worker_gives_back_its_prefetched_messages_with_no_attempt_spent(
     drivers: Callable[..., AmqpDriver],
     key: str,
