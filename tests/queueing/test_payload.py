@@ -6,7 +6,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 import pickle
+import random
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from queueing import (
     Signer,
 )
 from queueing.drivers.base import Driver
-from queueing.payload import MAGIC
+from queueing.payload import MAGIC, new_job_id
 from queueing.worker import Worker, WorkerOptions
 
 
@@ -345,3 +347,21 @@ def test_a_worker_without_a_key_refuses_to_start(container: Any, failed_store: A
 
     with pytest.raises(MissingKeyError, match="craft key --store"):
         worker.run()
+
+
+def test_job_ids_do_not_repeat_after_random_seed_or_in_a_forked_child() -> None:
+    random.seed(7)
+    first = new_job_id()
+    random.seed(7)
+    assert new_job_id() != first
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child sends its next id and leaves at once
+        os.write(writing, new_job_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(writing)
+    from_child = os.read(reading, 64).decode()
+    os.close(reading)
+    assert len(from_child) == 32
+    assert from_child != new_job_id()
