@@ -165,16 +165,21 @@ def new_job_id() -> str:
     """Return a new job id: 128 random bits as 32 hex digits.
 
     The generator is our own, seeded from the operating system, and seeded
-    again in every forked child, so processes never repeat each other's ids
-    and an application's `random.seed()` cannot make ids repeat. Unlike
-    `uuid.uuid4()` it makes no system call, which shows on every push.
+    again in each new process (however it was forked), so processes never
+    repeat each other's ids and an application's `random.seed()` cannot make
+    ids repeat. Unlike `uuid.uuid4()` it reads no system randomness per id,
+    which shows on every push. Ids are unique, not secret.
     """
+    global _ids_pid
+    pid = os.getpid()
+    if pid != _ids_pid:
+        _ids.seed()
+        _ids_pid = pid
     return f"{_ids.getrandbits(128):032x}"
 
 
 _ids = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ids.seed)
+_ids_pid = os.getpid()
 
 
 def iso_now(now: float) -> str:

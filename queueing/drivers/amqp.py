@@ -825,8 +825,9 @@ class _Publisher:
             refused, self._refused = self._refused, []
             nacked = [key for key, reason in refused if reason == "nack"]
             if nacked:
-                raise amqp.NackError([])
-            raise amqp.UnroutableError([])
+                # pika's errors count what they are given.
+                raise amqp.NackError(nacked)
+            raise amqp.UnroutableError([key for key, _ in refused])
 
     def _batch_channel(self) -> Any:
         """The channel batches are published on (pika's channel under a blocking one)."""
@@ -923,10 +924,11 @@ class _Publisher:
         self.declared.clear()
 
     def reopen_channel(self) -> None:
-        """Open a new channel after the broker closed this one with an error."""
+        """Open new channels for those the broker closed with an error."""
         self.declared.clear()
-        self._drop_batch_channel()
-        if self.connection.is_open:
+        if self._batch is not None and (not self._batch.is_open or self._batch_closed):
+            self._drop_batch_channel()
+        if self.connection.is_open and not self.channel.is_open:
             self.channel = self._open_channel()
 
     def close(self) -> None:
@@ -1009,10 +1011,14 @@ class _Consumer:
         # acknowledged, and so are these later ones (see `_send_acknowledgements`).
         self._acknowledged_through = 0
         self._acknowledged_ahead: set[int] = set()
-        # While a long job keeps the prefetch at one: the newest delivery tag
-        # it was lowered for (see `hold_back`).
-        self._held_back_through: int | None = None
-        self._restore_prefetch = False
+        self._last_tag = 0  # the newest delivery tag dispatched here
+        # How the consumer takes messages (see `hold_back`): "full" prefetch,
+        # "held" (no consumer while a long job runs) or "one" at a time after
+        # it; the deliveries whose jobs ran long; the prefetch to consume with
+        # when the next acknowledgements go out.
+        self._mode = "full"
+        self._long: set[int] = set()
+        self._switch_to: int | None = None
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -1072,12 +1078,15 @@ class _Consumer:
             connection = self._connection
             if not (self._connected and delivery.generation == self._generation):
                 return False
-            self._unsent_acknowledgements.append(delivery.delivery_tag)
-            through = self._held_back_through
-            if through is not None and delivery.delivery_tag > through:
-                # A job delivered after the long one ended: prefetch again.
-                self._held_back_through = None
-                self._restore_prefetch = True
+            tag = delivery.delivery_tag
+            self._unsent_acknowledgements.append(tag)
+            if self._mode == "held" and tag in self._long:
+                # The long job ended: take the next message, one at a time.
+                self._mode, self._switch_to = "one", 1
+            elif self._mode == "one" and tag not in self._long:
+                # A job ended without running long: prefetch in full again.
+                self._mode, self._switch_to = "full", self._prefetch
+            self._long.discard(tag)
             # One wake-up of the consumer thread carries every acknowledgement
             # queued until it runs.
             if self._flush_scheduled:
@@ -1104,11 +1113,18 @@ class _Consumer:
             tags, self._unsent_acknowledgements = self._unsent_acknowledgements, []
             self._flush_scheduled = False
             current = generation == self._generation
-            restore, self._restore_prefetch = self._restore_prefetch, False
+            switch, self._switch_to = self._switch_to, None
         if not (current and self._channel.is_open):
             return
-        if restore:
-            self._channel.basic_qos(prefetch_count=0, global_qos=True)
+        if switch is not None:
+            # Before the acknowledgement: a consumer whose one message is
+            # unacknowledged has none on its way to be handed back.
+            self._cancel_consumers()
+        self._send_acknowledgement_frames(tags)
+        if switch is not None:
+            self._start_consumers(switch, generation)
+
+    def _send_acknowledgement_frames(self, tags: list[int]) -> None:
         unsent = set(tags)
         through = self._acknowledged_through
         while through + 1 in unsent or through + 1 in self._acknowledged_ahead:
@@ -1140,30 +1156,24 @@ class _Consumer:
     def hold_back(self, delivery: Delivery) -> list[_Received]:
         """`delivery`'s job runs long: take no new messages, and pop the buffered ones.
 
-        The prefetch drops to one (the message in hand) until a job delivered
-        after these is acknowledged; the caller gives back what is returned.
+        The consumer is cancelled while the job runs; once it ended, messages
+        come one at a time until a job ends without running long, then with
+        the full prefetch again. The caller gives back what is returned.
         """
         with self._state:
             generation = self._generation
             if not self._connected or delivery.generation != generation:
                 return []
-            lowered = self._held_back_through is not None
-        if not lowered:
-            # A limit on the whole channel takes effect at once (the
-            # consumer's own prefetch applies only to consumers started later).
-            self._call(
-                lambda: self._channel.basic_qos(prefetch_count=1, global_qos=True), generation
-            )
-        # Messages sent before the broker took the lower prefetch arrived
-        # before its answer, so they are in the buffer now.
-        buffered = self.take_all()
-        with self._state:
-            if generation == self._generation:
-                self._held_back_through = max(
-                    [delivery.delivery_tag, self._held_back_through or 0]
-                    + [received.delivery_tag for received in buffered]
-                )
-        return buffered
+            self._long.add(delivery.delivery_tag)
+            cancel = self._mode == "full"
+            if cancel:
+                self._mode = "held"
+        if cancel:
+            self._call(self._cancel_consumers, generation)
+        # Deliveries read while that call waited for the broker reach the
+        # buffer once the consumer thread has dispatched them: one more call.
+        self._call(lambda: None, generation)
+        return self.take_all()
 
     def put_back(self, received: Sequence[_Received]) -> None:
         """Return deliveries to the front of the buffer, in their order."""
@@ -1286,28 +1296,45 @@ class _Consumer:
         self._connection = connection
         channel = connection.channel()
         self._acknowledged_through, self._acknowledged_ahead = 0, set()
-        channel.basic_qos(prefetch_count=self._prefetch)
+        self._last_tag = 0
         channel.add_on_cancel_callback(self._on_cancel)
         with self._state:
             self._generation += 1
             generation = self._generation
             self._cancelled = False
-            self._held_back_through, self._restore_prefetch = None, False
+            self._mode, self._long, self._switch_to = "full", set(), None
         for queue in self.queues:
             channel.queue_declare(queue, durable=True)
-            if self._paused:
-                continue
-            channel.basic_consume(
-                queue,
-                functools.partial(self._on_message, queue, generation),
-                auto_ack=False,
-            )
         self._channel = channel
+        self._start_consumers(self._prefetch, generation)
         with self._state:
             self._connected = True
             self._tried = True
             self._state.notify_all()
         logger.info("consuming %s on RabbitMQ at %s", ", ".join(self.queues), self._where)
+
+    def _cancel_consumers(self) -> None:
+        """Stop the broker sending messages, on the consumer thread.
+
+        pika hands back what it had read for a cancelled consumer and not
+        dispatched yet; those messages come again, flagged redelivered.
+        """
+        for tag in list(self._channel.consumer_tags):
+            self._channel.basic_cancel(tag)
+
+    def _start_consumers(self, prefetch: int, generation: int) -> None:
+        """Consume every queue with `prefetch`, on the consumer thread.
+
+        RabbitMQ applies a prefetch to the consumers started after it is set,
+        so changing it means cancelling the consumers and starting new ones.
+        """
+        self._channel.basic_qos(prefetch_count=prefetch)
+        if self._paused:
+            return
+        for queue in self.queues:
+            self._channel.basic_consume(
+                queue, functools.partial(self._on_message, queue, generation), auto_ack=False
+            )
 
     def _on_message(
         self,
@@ -1318,9 +1345,13 @@ class _Consumer:
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
-        received = _Received(
-            queue, method.delivery_tag, bool(method.redelivered), properties, body, generation
-        )
+        tag = method.delivery_tag
+        if tag > self._last_tag + 1:
+            # Tags never dispatched here went back to the broker with pika
+            # (see `_consume`): acknowledgement runs step over them.
+            self._acknowledged_ahead.update(range(self._last_tag + 1, tag))
+        self._last_tag = max(self._last_tag, tag)
+        received = _Received(queue, tag, bool(method.redelivered), properties, body, generation)
         with self._state:
             if generation == self._generation:
                 self._buffer[queue].append(received)
@@ -1401,7 +1432,7 @@ def _unsent(unsent: Callable[[], int] | None) -> str:
     if unsent is None:
         return ""
     count = unsent()
-    return f"; {count} job(s) not queued" if count else ""
+    return f"; {count} job(s) not confirmed" if count else ""
 
 
 def _text(value: Any) -> str:

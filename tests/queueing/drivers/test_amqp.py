@@ -481,7 +481,7 @@ def test_a_message_the_broker_cannot_route_raises_at_push(
     monkeypatch.setattr("queueing.drivers.amqp._Publisher.declare", lambda *args, **kwargs: None)
 
     with pytest.raises(
-        PublishRefusedError, match=rf"did not take the message.*; {count} job\(s\) not queued"
+        PublishRefusedError, match=rf"did not take the message.*; {count} job\(s\) not confirmed"
     ):
         queue.push(*[jobs.Record] * count, args=["/nowhere", "a"])
 
@@ -650,7 +650,7 @@ def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_
     tried = kill_socket_on_publish(monkeypatch, lambda number: True)
 
     with pytest.raises(
-        AmqpUnavailableError, match=r"after 3 attempt\(s\).*; 2 job\(s\) not queued"
+        AmqpUnavailableError, match=r"after 3 attempt\(s\).*; 2 job\(s\) not confirmed"
     ):
         queue.push(jobs.Numbered(1), jobs.Numbered(2), args=["/nowhere"])
 
@@ -683,7 +683,7 @@ def test_a_message_the_broker_nacks_raises_at_push(
     try:
         with pytest.raises(
             PublishRefusedError,
-            match=rf"NackError.*after 2 attempt\(s\); {count} job\(s\) not queued",
+            match=rf"NackError.*after 2 attempt\(s\); {count} job\(s\) not confirmed",
         ):
             queue.push(*[jobs.Numbered(n) for n in range(count)], args=["/nowhere"])
     finally:
@@ -789,13 +789,21 @@ def test_a_job_running_long_gives_back_the_messages_prefetched_behind_it(
     assert broker.ready(queue_name) == 7
     assert driver.reserve([queue_name]) is None
     assert driver.acknowledge(held)
-    # Once a job delivered after the long one is done, prefetching resumes.
+    # After the long job, messages come one at a time...
     second = reserve(driver, queue_name)
     assert (second.envelope.attempts, second.envelope.id in pushed) == (1, True)
+    wait_until(lambda: broker.ready(queue_name) == 6, 5, "the next message did not come")
+    # ...so a second long job in a row has nothing to give back.
+    assert driver.extend(second)
+    assert broker.ready(queue_name) == 6
     assert driver.acknowledge(second)
-    wait_until(lambda: broker.ready(queue_name) == 1, 5, "prefetching did not resume")
+    third = reserve(driver, queue_name)
+    wait_until(lambda: broker.ready(queue_name) == 5, 5, "the next message did not come")
+    # A job that ends without running long brings the full prefetch back.
+    assert driver.acknowledge(third)
+    wait_until(lambda: broker.ready(queue_name) == 0, 5, "prefetching did not resume")
     driver.close()
-    wait_until(lambda: broker.ready(queue_name) == 6, 5, "the 6 jobs left did not come back")
+    wait_until(lambda: broker.ready(queue_name) == 5, 5, "the 5 jobs left did not come back")
 
 
 def test_a_worker_busy_with_a_long_job_lets_another_worker_run_the_jobs_behind_it(
