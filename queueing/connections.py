@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import records
@@ -78,16 +78,29 @@ class Connections:
         """Return the SQLAlchemy engine of connection `name`."""
         return self.database(name).get_engine()
 
-    def kept(self, name: str | None = None, role: str = "work") -> Any:
+    def kept(
+        self,
+        name: str | None = None,
+        role: str = "work",
+        setup: Callable[[Any, str], None] | None = None,
+    ) -> Any:
         """Return the DBAPI connection this thread keeps on `name` for `role`, in autocommit.
 
         It is opened on first use and stays open until `discard` or `close`;
         statements on it commit one by one unless the caller sends `BEGIN`.
+        `setup(connection, dialect)` runs once on a newly opened connection.
         """
         key = (threading.get_ident(), name or self.default, role)
         connection = self._kept.get(key)
         if connection is None:
-            connection = _autocommit(self.engine(key[1]).raw_connection())
+            engine = self.engine(key[1])
+            connection = _autocommit(engine.raw_connection())
+            if setup is not None:
+                try:
+                    setup(connection, engine.dialect.name)
+                except BaseException:
+                    _close_quietly(connection)
+                    raise
             with self._lock:
                 self._kept[key] = connection
         return connection

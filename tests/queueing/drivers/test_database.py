@@ -635,3 +635,23 @@ def test_an_idle_worker_on_postgresql_or_sqlite_wakes_when_a_job_is_pushed(
 
         assert time.monotonic() - started < 10, "the push did not wake the waiting worker"
         assert driver.reserve(["default"]) is not None
+
+
+def test_on_postgresql_worker_commits_skip_the_disk_wait_but_pushes_do_not(
+    tmp_path: Path,
+) -> None:
+    with open_backend("postgresql", tmp_path, retry_after=60) as backend:
+        backend.queue.push(jobs.Explode, args=["never run"])
+        reservation = backend.driver.reserve(["default"])
+        assert reservation is not None
+        assert backend.driver.acknowledge(reservation)
+
+        # The worker's own connection: reserve and acknowledge commit without
+        # waiting for the WAL flush (a crash can only make a job run again).
+        kept = backend.connections.kept(backend.connection).cursor()
+        kept.execute("SHOW synchronous_commit")
+        assert kept.fetchone()[0] == "off"
+        # Pushes commit on pooled connections that keep the server's setting.
+        with backend.connections.engine(backend.connection).connect() as pooled:
+            assert pooled.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert backend.jobs() == []
