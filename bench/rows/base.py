@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import child, probe, servers
+from bench.pushing import BULK_WARM_UP
 from bench.measure import (
     MeasurementError,
     Records,
@@ -236,10 +237,11 @@ class WorkerRow(Row):
         self.purge(run)
         records = run.file(self.name, "bulk", "rec")
         elapsed = self._push(run, records, run.jobs, mode="bulk")
-        result.values["push_bulk"] = run.jobs / elapsed
         queued = self.purge(run)
-        if queued != run.jobs + 1:  # the warm-up job too
-            result.flags["push_bulk"] = f"{queued} queued of {run.jobs + 1} pushed"
+        pushed = run.jobs + BULK_WARM_UP
+        if queued != pushed:
+            result.flags["push_bulk"] = f"{queued} queued of {pushed} pushed"
+        result.values["push_bulk"] = run.jobs / elapsed
 
     def _push(self, run: Run, records: Path, count: int, mode: str = "timed") -> Any:
         """Push `count` jobs from a child process (see `bench.pushing.run`)."""
