@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import child, probe, servers
-from bench.pushing import BULK_WARM_UP
 from bench.measure import (
     MeasurementError,
     Records,
@@ -39,6 +38,7 @@ from bench.measure import (
     rss_mib,
     wait_for_records,
 )
+from bench.pushing import BULK_WARM_UP
 
 COLUMNS = ("push", "push_bulk", "drain_c1", "drain_default", "p50", "p99", "rss")
 Concurrency = Literal["c1", "default"]
