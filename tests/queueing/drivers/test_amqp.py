@@ -195,13 +195,18 @@ def store() -> RecordingStore:
 @pytest.fixture
 def queue(driver: AmqpDriver, key: str) -> Queue:
     """A `Queue` pushing to `driver`."""
-    return Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    return queue_on(driver, key)
 
 
 @pytest.fixture
 def runner(key: str, store: RecordingStore) -> JobRunner:
     """The execution path, with the same key as `queue`."""
     return JobRunner(Container(), Signer(key), store)
+
+
+def queue_on(driver: AmqpDriver, key: str) -> Queue:
+    """A `Queue` pushing to `driver`, signing with `key`."""
+    return Queue({"amqp": lambda: driver}, "amqp", Signer(key))
 
 
 def work(driver: AmqpDriver, runner: JobRunner, queue: str, **options: Any) -> list[str]:
@@ -476,7 +481,7 @@ def test_a_message_the_broker_cannot_route_raises_at_push(
     count: int,
 ) -> None:
     driver = drivers(queue=broker.name(), publish_attempts=2)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     # Nothing declares the queue, so the mandatory message has nowhere to go.
     monkeypatch.setattr("queueing.drivers.amqp._Publisher.declare", lambda *args, **kwargs: None)
 
@@ -504,7 +509,7 @@ def test_an_unreachable_broker_raises_a_clear_error_on_push_and_reserve(
     drivers: Callable[..., AmqpDriver], key: str
 ) -> None:
     driver = drivers(port=1, connection_attempts=1, publish_attempts=2)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
 
     with pytest.raises(AmqpUnavailableError, match=r"cannot reach RabbitMQ at 127\.0\.0\.1:1/"):
         queue.push(jobs.Record, args=["/nowhere", "a"])
@@ -646,7 +651,7 @@ def test_a_push_whose_connection_keeps_dying_raises_amqp_unavailable_and_queues_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     driver = drivers(queue=queue_name, publish_attempts=3)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     tried = kill_socket_on_publish(monkeypatch, lambda number: True)
 
     with pytest.raises(
@@ -668,7 +673,7 @@ def test_a_message_the_broker_nacks_raises_at_push(
     drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str, count: int
 ) -> None:
     driver = drivers(queue=queue_name, publish_attempts=2)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     driver.check()
     # A full queue that rejects publishes makes the broker nack every message.
     policy = f"{queue_name}-full"
@@ -734,7 +739,7 @@ def test_a_worker_holds_no_more_unacknowledged_messages_than_prefetch(
     drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
 ) -> None:
     driver = drivers(queue=queue_name, prefetch=2)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     queue.push(*[jobs.Numbered(number) for number in range(4)], args=["/nowhere"])
 
     held = reserve(driver, queue_name)
@@ -754,7 +759,7 @@ def test_acknowledgements_in_any_order_settle_every_message_on_one_channel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     driver = drivers(queue=queue_name, prefetch=10)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     queue.push(*[jobs.Numbered(number) for number in range(6)], args=["/nowhere"])
     held = [reserve(driver, queue_name) for _ in range(6)]
 
@@ -773,7 +778,7 @@ def test_a_job_running_long_gives_back_the_messages_prefetched_behind_it(
     drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
 ) -> None:
     driver = drivers(queue=queue_name, prefetch=5)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     pushed = queue.push(*[jobs.Numbered(number) for number in range(8)], args=["/nowhere"])
     held = reserve(driver, queue_name)
     wait_until(lambda: broker.ready(queue_name) == 3, 5, "the consumer did not prefetch 5")
@@ -814,7 +819,7 @@ def test_a_worker_busy_with_a_long_job_lets_another_worker_run_the_jobs_behind_i
     markers_dir: Path,
 ) -> None:
     first = drivers(queue=queue_name, prefetch=10)
-    queue = Queue({"amqp": lambda: first}, "amqp", Signer(key))
+    queue = queue_on(first, key)
     queue.push(jobs.SlowRecord, args=[str(markers_dir), "slow", 3.0])
     queue.push(*[jobs.Record] * 4, args=[str(markers_dir), "quick"])
     busy = threading.Thread(target=work, args=(first, runner, queue_name), kwargs={"max_jobs": 1})
@@ -842,7 +847,7 @@ def test_a_stopping_worker_gives_back_its_prefetched_messages_with_no_attempt_sp
     markers_dir: Path,
 ) -> None:
     driver = drivers(queue=queue_name, prefetch=5)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     pushed = queue.push(*[jobs.Numbered(number) for number in range(6)], args=[str(markers_dir)])
 
     lines = work(driver, runner, queue_name, max_jobs=2)
@@ -1209,7 +1214,7 @@ def special_user(broker: Broker) -> Iterator[tuple[str, str]]:
 def round_trip(driver: AmqpDriver, key: str, queue_name: str) -> None:
     """Push one job through `driver`, take it back, and close the driver."""
     try:
-        Queue({"amqp": lambda: driver}, "amqp", Signer(key)).push(jobs.Numbered(1), args=["/x"])
+        queue_on(driver, key).push(jobs.Numbered(1), args=["/x"])
         assert driver.acknowledge(reserve(driver, queue_name))
     finally:
         driver.close()
@@ -1372,7 +1377,7 @@ def test_an_idle_pusher_whose_connection_died_of_missed_heartbeats_reconnects_fi
     drivers: Callable[..., AmqpDriver], key: str, broker: Broker, queue_name: str
 ) -> None:
     driver = drivers(queue=queue_name, heartbeat=1, publish_attempts=1)
-    queue = Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+    queue = queue_on(driver, key)
     queue.push(jobs.Numbered(1), args=["/nowhere"])
 
     # Nothing reads the connection meanwhile, so the broker closes it.
