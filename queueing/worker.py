@@ -231,6 +231,11 @@ class Worker:
                     logger.warning("the job's lease had been lost; another worker may run it")
                 return
             except DriverUnavailableError as error:
+                if not error.retryable:
+                    # Asking again gets the same answer; the driver hands the
+                    # job out again (amqp: when this worker's connection closes).
+                    self.errors(f"{self.driver.name} refused to settle the job: {error}")
+                    return
                 if self._grace_at is not None and time.monotonic() > self._grace_at:
                     self.errors(f"giving up settling the job while stopping: {error}")
                     return

@@ -152,6 +152,8 @@ class AmqpUnavailableError(DriverUnavailableError):
 class PublishRefusedError(DriverUnavailableError):
     """RabbitMQ refused a message or a queue: unroutable, nacked, or an error reply."""
 
+    retryable = False
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -11,6 +11,9 @@ from queueing.payload import Envelope
 class DriverUnavailableError(RuntimeError):
     """The driver's server (database, broker) cannot be reached right now."""
 
+    # Whether trying again later may help; a server that refused for good says no.
+    retryable = True
+
 
 class Driver(ABC):
     """Moves envelopes; it never decides retries or failures (the runner does).

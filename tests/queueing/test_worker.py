@@ -18,6 +18,7 @@ import pytest
 
 from container import Container
 from queueing import Envelope, JobRunner, Queueable
+from queueing.drivers.base import DriverUnavailableError
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import Backend, open_backend
 from tests.queueing.drivers import jobs_for_database as jobs
@@ -345,3 +346,35 @@ def test_short_jobs_are_never_extended_and_leave_no_lease_thread(
     assert worker.processed == 50
     assert {call.what for call in driver.calls} == {"acknowledge"}
     assert lease_threads() == []
+
+
+class RefusingDriver(LeasingDriver):
+    """A driver whose server refuses every acknowledgement for good."""
+
+    def acknowledge(self, held: Handed) -> bool:
+        self._record("acknowledge", held)
+        raise Refused("the broker refused it")
+
+
+class Refused(DriverUnavailableError):
+    retryable = False
+
+
+def test_a_settlement_the_driver_refuses_for_good_is_reported_once_and_the_worker_goes_on(
+    runner: JobRunner, envelope_for: Callable[..., Envelope]
+) -> None:
+    envelopes = [envelope_for(Nap, args=(0,)) for _ in range(2)]
+    driver = RefusingDriver(envelopes, retry_after=60)
+    errors: list[str] = []
+
+    worker = Worker(
+        driver,
+        runner,
+        WorkerOptions(stop_when_empty=True, quiet=True, sleep=0.05),
+        output=lambda _line: None,
+        errors=errors.append,
+    )
+
+    assert worker.run() == 0
+    assert [len(driver.of(envelope, "acknowledge")) for envelope in envelopes] == [1, 1]
+    assert errors == ["leasing refused to settle the job: the broker refused it"] * 2
