@@ -431,11 +431,11 @@ class AmqpDriver(Driver):
                 return 0
             self._consumer = None  # the next reserve consumes anew
         consumer.pause()
-        given_back = 0
-        for received in consumer.take_all():
-            given_back += self.release(self._delivery(received, consumer), count_attempt=False)
-        consumer.stop()
-        return given_back
+        try:
+            return self._give_back(consumer, consumer.take_all())
+        finally:
+            # Whatever was not given back goes back to the broker unacknowledged.
+            consumer.stop()
 
     def wait_for_jobs(
         self,
@@ -464,15 +464,39 @@ class AmqpDriver(Driver):
         consumer = held.consumer
         if not consumer.holds(held):
             return False
-        waiting = deque(consumer.hold_back(held))
+        waiting = consumer.hold_back(held)
         try:
-            while waiting:
-                self.release(self._delivery(waiting[0], consumer), count_attempt=False)
-                waiting.popleft()
-        finally:
-            # What could not be given back stays for this worker to run.
+            self._give_back(consumer, waiting)
+        except DriverUnavailableError:
+            # Not given back: they stay for this worker to run (some may now
+            # be queued twice: at least once).
             consumer.put_back(waiting)
+            raise
         return consumer.holds(held)
+
+    def _give_back(self, consumer: _Consumer, received: Sequence[_Received]) -> int:
+        """Publish copies of unstarted deliveries, attempts as they were, then ack them.
+
+        One push carries them all (their confirms awaited together). Returns
+        how many were acknowledged; one whose connection was lost meanwhile
+        comes again from the broker, flagged redelivered.
+        """
+        deliveries = [self._delivery(each, consumer) for each in received]
+        deliveries = [delivery for delivery in deliveries if consumer.holds(delivery)]
+        if not deliveries:
+            return 0
+        now = self.clock.now()
+        self.push(
+            [
+                replace(
+                    delivery.envelope,
+                    available_at=now,
+                    attempts=max(0, delivery.envelope.attempts - 1),
+                )
+                for delivery in deliveries
+            ]
+        )
+        return sum(consumer.acknowledge(delivery) for delivery in deliveries)
 
     def acknowledge(self, held: Delivery) -> bool:
         """The job is done: acknowledge its message; False if its delivery was lost."""
