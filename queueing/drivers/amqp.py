@@ -1129,11 +1129,8 @@ class _Consumer:
     def _send_acknowledgements(self, generation: int) -> None:
         """Send the queued acknowledgements, on the consumer thread where the channel lives.
 
-        The broker numbers a channel's deliveries 1, 2, 3, ...; once every
-        delivery up to some tag is settled, one `multiple` acknowledgement of
-        the newest of them covers the run. A settled delivery behind one still
-        running or still buffered is acknowledged alone, at once, and counted
-        so that later runs can step over it.
+        When a job that ran long (or the one after it) asked for another
+        prefetch, the consumers are started again with it (see `hold_back`).
         """
         with self._state:
             tags, self._unsent_acknowledgements = self._unsent_acknowledgements, []
@@ -1151,6 +1148,14 @@ class _Consumer:
             self._start_consumers(switch, generation)
 
     def _send_acknowledgement_frames(self, tags: list[int]) -> None:
+        """Acknowledge `tags`, as few frames as the settled runs of tags allow.
+
+        The broker numbers a channel's deliveries 1, 2, 3, ...; once every
+        delivery up to some tag is settled, one `multiple` acknowledgement of
+        the newest of them covers the run. A settled delivery behind one still
+        running or still buffered is acknowledged alone, at once, and counted
+        so that later runs can step over it.
+        """
         unsent = set(tags)
         through = self._acknowledged_through
         while through + 1 in unsent or through + 1 in self._acknowledged_ahead:
