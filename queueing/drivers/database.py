@@ -55,6 +55,10 @@ T = TypeVar("T")
 
 # The channel pushes NOTIFY on PostgreSQL, with the queue name as payload.
 NOTIFY_CHANNEL = "queue_jobs"
+# A transaction the server rolled back for a lock conflict runs again, this
+# many times in all, after a pause growing by this much each time.
+CONFLICT_ATTEMPTS = 5
+CONFLICT_PAUSE_SECONDS = 0.01
 # How often an idle SQLite worker looks whether another connection committed.
 SQLITE_WATCH_SECONDS = 0.02
 # Slices an idle wait is cut into, so a stopping worker is never kept waiting.
@@ -176,16 +180,24 @@ class DatabaseDriver(Driver):
             self._row(envelope, envelope.attempts, envelope.available_at, created_at)
             for envelope in envelopes
         ]
-        with self._transaction(name, "push to") as connection:
-            connection.execute(insert(queue_jobs), rows)
-            if connection.dialect.name == "postgresql":
-                for queue in sorted(
-                    {row["queue"] for row in rows if row["available_at"] <= due_by}
-                ):
-                    connection.execute(
-                        text("SELECT pg_notify(:channel, :queue)"),
-                        {"channel": NOTIFY_CHANNEL, "queue": queue},
-                    )
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                with self._transaction(name, "push to") as connection:
+                    connection.execute(insert(queue_jobs), rows)
+                    if connection.dialect.name == "postgresql":
+                        for queue in sorted(
+                            {row["queue"] for row in rows if row["available_at"] <= due_by}
+                        ):
+                            connection.execute(
+                                text("SELECT pg_notify(:channel, :queue)"),
+                                {"channel": NOTIFY_CHANNEL, "queue": queue},
+                            )
+                return
+            except DatabaseUnavailableError as error:
+                # The whole transaction was rolled back: run it again.
+                if attempt == CONFLICT_ATTEMPTS or not _is_conflict(error.__cause__):
+                    raise
+                time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
 
     @staticmethod
     def _row(
@@ -473,27 +485,33 @@ class DatabaseDriver(Driver):
 
         A connection error closes the kept connection (the next call opens a
         new one) and becomes `DatabaseUnavailableError`, as a missing table does.
+        A deadlock (the server rolled the transaction back) runs `work` again.
         """
         engine = self.connections.engine(name)
         dbapi = engine.dialect.loaded_dbapi
-        try:
-            connection = self.connections.kept(name, setup=_worker_session)
-            cursor = connection.cursor()
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             try:
-                return work(cursor, engine.dialect.name)
-            finally:
-                with contextlib.suppress(dbapi.Error):
-                    cursor.close()
-        except dbapi.Error as error:
-            message = _first_line(error)
-            if _mentions_missing_table(message):
-                raise DatabaseUnavailableError(_missing_table(name)) from error
-            if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
-                self.connections.discard(name)
-                raise DatabaseUnavailableError(
-                    f"cannot {action} database connection {name!r}: {message}"
-                ) from error
-            raise
+                connection = self.connections.kept(name, setup=_worker_session)
+                cursor = connection.cursor()
+                try:
+                    return work(cursor, engine.dialect.name)
+                finally:
+                    with contextlib.suppress(dbapi.Error):
+                        cursor.close()
+            except dbapi.Error as error:
+                if attempt < CONFLICT_ATTEMPTS and _is_conflict(error):
+                    time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
+                    continue
+                message = _first_line(error)
+                if _mentions_missing_table(message):
+                    raise DatabaseUnavailableError(_missing_table(name)) from error
+                if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
+                    self.connections.discard(name)
+                    raise DatabaseUnavailableError(
+                        f"cannot {action} database connection {name!r}: {message}"
+                    ) from error
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # Operators --------------------------------------------------------------------
 
@@ -627,6 +645,22 @@ def _in_list(statement: str, slot: str, values: Sequence[Any]) -> tuple[str, dic
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _is_conflict(error: BaseException | None) -> bool:
+    """Say whether the server rolled a transaction back for a lock conflict.
+
+    InnoDB deadlocks and lock wait timeouts (MariaDB/MySQL 1213, 1205) and
+    PostgreSQL deadlocks and serialization failures (40P01, 40001): the
+    transaction is gone, and running it again is the documented remedy.
+    """
+    original = getattr(error, "orig", None) or error
+    if original is None:
+        return False
+    if getattr(original, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    arguments = getattr(original, "args", ())
+    return bool(arguments) and arguments[0] in (1213, 1205)
 
 
 def _worker_session(connection: Any, dialect: str) -> None:

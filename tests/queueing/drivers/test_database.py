@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -654,4 +655,78 @@ def test_on_postgresql_worker_commits_skip_the_disk_wait_but_pushes_do_not(
         # Pushes commit on pooled connections that keep the server's setting.
         with backend.connections.engine(backend.connection).connect() as pooled:
             assert pooled.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert backend.jobs() == []
+
+
+def deadlock() -> Exception:
+    """The error InnoDB raises when it rolls a transaction back for a deadlock."""
+    import pymysql
+
+    return pymysql.err.OperationalError(
+        1213, "Deadlock found when trying to get lock; try restarting transaction"
+    )
+
+
+def test_on_mariadb_a_push_rolled_back_by_a_deadlock_is_run_again_and_queued_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.exc import OperationalError
+
+    with open_backend("mariadb", tmp_path, retry_after=60) as backend:
+        real = Connection.execute
+        failures: list[int] = []
+
+        def execute(connection: Connection, statement: object, *arguments: object) -> object:
+            # Failure injection: the server's deadlock, once, on the insert.
+            if not failures and str(statement).startswith("INSERT INTO queue_jobs"):
+                failures.append(1)
+                raise OperationalError(str(statement), None, deadlock())
+            return real(connection, statement, *arguments)
+
+        monkeypatch.setattr(Connection, "execute", execute)
+        [job_id] = backend.queue.push(jobs.Explode, args=["never run"])
+
+        assert failures == [1]
+        assert [row.uuid for row in backend.jobs()] == [job_id]
+
+
+def test_on_mariadb_a_reservation_rolled_back_by_a_deadlock_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_backend("mariadb", tmp_path, retry_after=60) as backend:
+        [job_id] = backend.queue.push(jobs.Explode, args=["never run"])
+        real = backend.connections.kept
+        failures: list[int] = []
+
+        class DeadlockingCursor:
+            """Raises the server's deadlock on its first statement (failure injection)."""
+
+            def __init__(self, cursor: Any) -> None:
+                self._cursor = cursor
+
+            def execute(self, *arguments: Any) -> Any:
+                if not failures:
+                    failures.append(1)
+                    raise deadlock()
+                return self._cursor.execute(*arguments)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._cursor, name)
+
+        class Kept:
+            def __init__(self, connection: Any) -> None:
+                self._connection = connection
+
+            def cursor(self) -> DeadlockingCursor:
+                return DeadlockingCursor(self._connection.cursor())
+
+        monkeypatch.setattr(
+            backend.connections, "kept", lambda *args, **kwargs: Kept(real(*args, **kwargs))
+        )
+        reservation = backend.driver.reserve(["default"])
+
+        assert failures == [1]
+        assert reservation is not None and reservation.envelope.id == job_id
+        assert backend.driver.acknowledge(reservation)
         assert backend.jobs() == []
