@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import math
 import os
 import pickle
 import random
@@ -109,7 +110,7 @@ class Signer:
         """Pickle `job` and return the signed body."""
         self.require_key()
         try:
-            body = cloudpickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            body = _dumps(job)
         except Exception as error:
             raise PayloadError(f"cannot serialize {job.get('name')}: {error}") from error
         return MAGIC + self._mac(body) + body
@@ -140,6 +141,49 @@ class Signer:
         if not isinstance(job, dict) or "obj" not in job:
             raise CorruptPayloadError("signed payload is not a job")
         return job
+
+
+def _dumps(job: dict[str, Any]) -> bytes:
+    """Pickle `job`: plain `pickle` when cloudpickle would make the same bytes' meaning.
+
+    The common push, a job class importable by name with arguments made of
+    plain values, is pickled by reference either way; the standard pickler
+    does it without cloudpickle's per-call set-up. Anything else (instances,
+    functions, lambdas, classes of `__main__`, other argument types) goes
+    through cloudpickle.
+    """
+    if _by_reference(job["obj"]) and _plain(job["args"]) and _plain(job["kwargs"]):
+        return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# cloudpickle's own rule for what it pickles by reference (absent: never guess).
+_should_pickle_by_reference = getattr(
+    getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None
+)
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _by_reference(obj: Any) -> bool:
+    return (
+        isinstance(obj, type)
+        and _should_pickle_by_reference is not None
+        and bool(_should_pickle_by_reference(obj))
+    )
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Say whether `value` is built only of plain values (exact types, shallow nesting)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if depth >= 3:
+        return False
+    if kind is tuple or kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(key) is str and _plain(item, depth + 1) for key, item in value.items())
+    return False
 
 
 def signature_of(signed: bytes) -> str:
@@ -183,12 +227,24 @@ _ids_pid = os.getpid()
 
 
 def iso_now(now: float) -> str:
-    """Return `now` (epoch seconds) as ISO-8601 with the local offset.
+    """Return `now` (epoch seconds) as ISO-8601 with microseconds and the local offset.
 
-    The standard library formats a timestamp four times faster than pendulum
-    here, and every push calls this once.
+    The date, time and offset of the current second are worked out once per
+    second (by the standard library, so a change of the local offset is seen
+    within a second); each push only adds its microseconds.
     """
-    return datetime.datetime.fromtimestamp(now, datetime.UTC).astimezone().isoformat()
+    global _second_text
+    second = math.floor(now)
+    cached = _second_text
+    if cached is None or cached[0] != second:
+        text = datetime.datetime.fromtimestamp(second, datetime.UTC).astimezone().isoformat()
+        cached = _second_text = (second, text[:19], text[19:])
+    microseconds = min(999_999, int((now - second) * 1_000_000))
+    return f"{cached[1]}.{microseconds:06d}{cached[2]}"
+
+
+# The second `iso_now` last formatted: (epoch second, date and time, offset).
+_second_text: tuple[int, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from queueing import (
     Signer,
 )
 from queueing.drivers.base import Driver
-from queueing.payload import MAGIC, new_job_id
+from queueing.payload import MAGIC, new_job_id, seal
 from queueing.worker import Worker, WorkerOptions
 
 
@@ -169,6 +169,8 @@ def test_a_signed_body_loads_back_the_job(
     job = signer.load(envelope.body)
 
     assert job["obj"] is Greet
+    # The standard pickler's bytes: the class by its importable name.
+    assert envelope.body[len(MAGIC) + 32 :] == pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
     assert job["args"] == ("ada",)
     assert job["kwargs"] == {"loud": True}
     assert job["callback"] == "handle"
@@ -365,3 +367,66 @@ def test_job_ids_do_not_repeat_after_random_seed_or_in_a_forked_child() -> None:
     os.close(reading)
     assert len(from_child) == 32
     assert from_child != new_job_id()
+
+
+def test_an_importable_job_class_with_plain_arguments_is_pickled_by_reference_and_loads() -> None:
+    signer = Signer(b"k" * 32)
+    envelope = seal(
+        signer,
+        Greet,
+        args=(1, "a", [2.5, None]),
+        kwargs={"flag": True},
+        callback="handle",
+        queue="default",
+        driver="sync",
+        now=1.0,
+        delay=0.0,
+    )
+
+    job = signer.load(envelope.body)
+
+    assert job["obj"] is Greet
+    # The standard pickler's bytes: the class by its importable name.
+    assert envelope.body[len(MAGIC) + 32 :] == pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    assert (job["args"], job["kwargs"]) == ((1, "a", [2.5, None]), {"flag": True})
+
+
+def test_a_class_defined_in_a_function_is_pickled_by_value_and_loads() -> None:
+    class Local:
+        def handle(self) -> str:
+            return "local"
+
+    signer = Signer(b"k" * 32)
+    envelope = seal(
+        signer,
+        Local,
+        args=(),
+        kwargs={},
+        callback="handle",
+        queue="default",
+        driver="sync",
+        now=1.0,
+        delay=0.0,
+    )
+
+    loaded = signer.load(envelope.body)["obj"]
+    assert loaded().handle() == "local"
+    assert b"cloudpickle" in envelope.body  # rebuilt from its definition, not a name
+
+
+def test_created_times_carry_the_local_offset_on_each_side_of_a_clock_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from queueing.payload import iso_now
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        # Summer time began at 01:00 UTC on 2024-03-31.
+        assert iso_now(1711846799.5) == "2024-03-31T01:59:59.500000+01:00"
+        assert iso_now(1711846800.25) == "2024-03-31T03:00:00.250000+02:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
