@@ -180,24 +180,20 @@ class DatabaseDriver(Driver):
             self._row(envelope, envelope.attempts, envelope.available_at, created_at)
             for envelope in envelopes
         ]
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-            try:
-                with self._transaction(name, "push to") as connection:
-                    connection.execute(insert(queue_jobs), rows)
-                    if connection.dialect.name == "postgresql":
-                        for queue in sorted(
-                            {row["queue"] for row in rows if row["available_at"] <= due_by}
-                        ):
-                            connection.execute(
-                                text("SELECT pg_notify(:channel, :queue)"),
-                                {"channel": NOTIFY_CHANNEL, "queue": queue},
-                            )
-                return
-            except DatabaseUnavailableError as error:
-                # The whole transaction was rolled back: run it again.
-                if attempt == CONFLICT_ATTEMPTS or not _is_conflict(error.__cause__):
-                    raise
-                time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
+
+        def insert_rows() -> None:
+            with self._transaction(name, "push to") as connection:
+                connection.execute(insert(queue_jobs), rows)
+                if connection.dialect.name == "postgresql":
+                    for queue in sorted(
+                        {row["queue"] for row in rows if row["available_at"] <= due_by}
+                    ):
+                        connection.execute(
+                            text("SELECT pg_notify(:channel, :queue)"),
+                            {"channel": NOTIFY_CHANNEL, "queue": queue},
+                        )
+
+        _again_on_conflict(insert_rows)
 
     @staticmethod
     def _row(
@@ -293,6 +289,11 @@ class DatabaseDriver(Driver):
             )
             for row in rows
         ]
+
+    @property
+    def extend_every(self) -> float:
+        """How often the worker extends the lease of a job in hand: a third of it."""
+        return max(0.5, self.retry_after / 3)
 
     def extend(self, reservation: Reservation, seconds: float | None = None) -> bool:
         """Push the lease end `seconds` (default `retry_after`) from now; False if lost.
@@ -489,29 +490,28 @@ class DatabaseDriver(Driver):
         """
         engine = self.connections.engine(name)
         dbapi = engine.dialect.loaded_dbapi
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+
+        def run() -> T:
+            connection = self.connections.kept(name, setup=_worker_session)
+            cursor = connection.cursor()
             try:
-                connection = self.connections.kept(name, setup=_worker_session)
-                cursor = connection.cursor()
-                try:
-                    return work(cursor, engine.dialect.name)
-                finally:
-                    with contextlib.suppress(dbapi.Error):
-                        cursor.close()
-            except dbapi.Error as error:
-                if attempt < CONFLICT_ATTEMPTS and _is_conflict(error):
-                    time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
-                    continue
-                message = _first_line(error)
-                if _mentions_missing_table(message):
-                    raise DatabaseUnavailableError(_missing_table(name)) from error
-                if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
-                    self.connections.discard(name)
-                    raise DatabaseUnavailableError(
-                        f"cannot {action} database connection {name!r}: {message}"
-                    ) from error
-                raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                return work(cursor, engine.dialect.name)
+            finally:
+                with contextlib.suppress(dbapi.Error):
+                    cursor.close()
+
+        try:
+            return _again_on_conflict(run)
+        except dbapi.Error as error:
+            message = _first_line(error)
+            if _mentions_missing_table(message):
+                raise DatabaseUnavailableError(_missing_table(name)) from error
+            if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
+                self.connections.discard(name)
+                raise DatabaseUnavailableError(
+                    f"cannot {action} database connection {name!r}: {message}"
+                ) from error
+            raise
 
     # Operators --------------------------------------------------------------------
 
@@ -647,13 +647,32 @@ def _in_list(statement: str, slot: str, values: Sequence[Any]) -> tuple[str, dic
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+def _again_on_conflict(run: Callable[[], T]) -> T:
+    """Run the transaction `run` once more, up to `CONFLICT_ATTEMPTS` in all, after a conflict.
+
+    The server rolled the whole transaction back, so running it again is safe.
+    """
+    for attempt in range(1, CONFLICT_ATTEMPTS):
+        try:
+            return run()
+        except Exception as error:
+            if not _is_conflict(error):
+                raise
+            time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
+    return run()
+
+
 def _is_conflict(error: BaseException | None) -> bool:
     """Say whether the server rolled a transaction back for a lock conflict.
 
     InnoDB deadlocks and lock wait timeouts (MariaDB/MySQL 1213, 1205) and
     PostgreSQL deadlocks and serialization failures (40P01, 40001): the
     transaction is gone, and running it again is the documented remedy.
+    Errors are looked at under our `DatabaseUnavailableError` and
+    SQLAlchemy's wrapper, down to the driver's own.
     """
+    if isinstance(error, DatabaseUnavailableError):
+        error = error.__cause__
     original = getattr(error, "orig", None) or error
     if original is None:
         return False
