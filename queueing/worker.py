@@ -323,14 +323,11 @@ class _LeaseKeeper:
     def for_driver(cls, driver: Any) -> _LeaseKeeper | None:
         """Return a keeper for `driver`, or None if its jobs hold no lease to extend.
 
-        A driver says how often to call `extend` with `extend_every` (seconds),
-        or leases jobs for `retry_after` seconds and is called every third of it.
+        A driver that wants `extend` called while a job runs says how often,
+        in seconds, with `extend_every`.
         """
         extend = getattr(driver, "extend", None)
         every = getattr(driver, "extend_every", None)
-        lease = getattr(driver, "retry_after", None)
-        if every is None and lease:
-            every = max(0.5, lease / 3)
         if extend is None or not every:
             return None
         return cls(extend, every)

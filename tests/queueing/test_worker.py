@@ -239,6 +239,11 @@ class LeasingDriver:
         self._pending = [Handed(envelope.started()) for envelope in envelopes]
         self._lock = threading.Lock()
 
+    @property
+    def extend_every(self) -> float:
+        """A third of the lease, as the database driver does."""
+        return max(0.5, self.retry_after / 3)
+
     def reserve(self, queues: Sequence[str], channel: str | None = None) -> Handed | None:
         """Hand out the next envelope."""
         return self._pending.pop(0) if self._pending else None
