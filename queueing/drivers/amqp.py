@@ -485,17 +485,7 @@ class AmqpDriver(Driver):
         deliveries = [delivery for delivery in deliveries if consumer.holds(delivery)]
         if not deliveries:
             return 0
-        now = self.clock.now()
-        self.push(
-            [
-                replace(
-                    delivery.envelope,
-                    available_at=now,
-                    attempts=max(0, delivery.envelope.attempts - 1),
-                )
-                for delivery in deliveries
-            ]
-        )
+        self.push([self._again(delivery.envelope, 0.0, False) for delivery in deliveries])
         return sum(consumer.acknowledge(delivery) for delivery in deliveries)
 
     def acknowledge(self, held: Delivery) -> bool:
@@ -515,15 +505,15 @@ class AmqpDriver(Driver):
         """
         if not held.consumer.holds(held):
             return False
-        envelope = held.envelope
-        attempts = envelope.attempts if count_attempt else envelope.attempts - 1
-        again = replace(
-            envelope,
-            available_at=self.clock.now() + max(0.0, delay),
-            attempts=max(0, attempts),
-        )
-        self.push([again])
+        self.push([self._again(held.envelope, delay, count_attempt)])
         return held.consumer.acknowledge(held)
+
+    def _again(self, envelope: Envelope, delay: float, count_attempt: bool) -> Envelope:
+        """The copy of `envelope` to publish for another attempt, due in `delay` seconds."""
+        attempts = envelope.attempts if count_attempt else envelope.attempts - 1
+        return replace(
+            envelope, available_at=self.clock.now() + max(0.0, delay), attempts=max(0, attempts)
+        )
 
     def waiting(self, queues: Sequence[str], channel: str | None = None) -> bool:
         """Say whether `queues` hold a message, ready or in a holding queue this process used."""
@@ -1175,12 +1165,8 @@ class _Consumer:
             self._paused = True
             generation = self._generation
 
-        def cancel() -> None:
-            for tag in list(self._channel.consumer_tags):
-                self._channel.basic_cancel(tag)
-
         try:
-            self._call(cancel, generation)
+            self._call(self._cancel_consumers, generation)
         except (_StaleDelivery, AmqpUnavailableError, amqp.AMQPError, OSError) as error:
             logger.debug("cancelling the amqp consumer: %s", error)
 
@@ -1379,7 +1365,7 @@ class _Consumer:
         tag = method.delivery_tag
         if tag > self._last_tag + 1:
             # Tags never dispatched here went back to the broker with pika
-            # (see `_consume`): acknowledgement runs step over them.
+            # (see `_cancel_consumers`): acknowledgement runs step over them.
             self._acknowledged_ahead.update(range(self._last_tag + 1, tag))
         self._last_tag = max(self._last_tag, tag)
         received = _Received(queue, tag, bool(method.redelivered), properties, body, generation)
