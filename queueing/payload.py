@@ -88,7 +88,7 @@ class Signer:
         self._keyed = None if self._key is None else hmac.new(self._key, digestmod=hashlib.sha256)
 
     def _mac(self, body: bytes) -> bytes:
-        self.require_key()
+        # Callers have asked `require_key` first.
         assert self._keyed is not None
         mac = self._keyed.copy()
         mac.update(body)
