@@ -51,6 +51,7 @@ from queueing.operations import retry_failed
 from queueing.payload import MAGIC, Envelope
 from queueing.schema import metadata
 from queueing.worker import Worker, WorkerOptions
+from tests.database_fixtures import craft as run_craft
 from tests.queueing.drivers import jobs_for_amqp as jobs
 from tests.services import require, services_required
 
@@ -284,15 +285,7 @@ def craft(
     environment: dict[str, str], *arguments: str, answer: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `craft` from the repository root and return what it did."""
-    return subprocess.run(
-        [str(CRAFT), *arguments],
-        cwd=ROOT,
-        env=environment,
-        input=answer,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_craft(ROOT, environment, *arguments, input=answer)
 
 
 def kill_socket_on_publish(
