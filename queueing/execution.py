@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from container import Container
@@ -49,6 +49,16 @@ class ShuttingDown(Interrupted):
 
 class JobError(Exception):
     """A job cannot be run as pushed (no such callback, nothing callable)."""
+
+
+class WorkerDiedError(RuntimeError):
+    """Every attempt the job was allowed ended with its worker dying mid-job.
+
+    Attempts are counted when a job is handed to a worker, so a reservation
+    that counts more attempts than the job is allowed means earlier ones
+    never reported back: the process running them was killed, crashed or
+    exited. Such a job is failed instead of run again.
+    """
 
 
 @dataclass
@@ -97,6 +107,9 @@ class JobRunner:
             return self._park(envelope, refusal, started)
 
         obj = job["obj"]
+        allowed = _attempts_allowed(obj)
+        if envelope.attempts > allowed:
+            return self._died_too_often(envelope, job, allowed, started)
         instance: Any = obj if not isinstance(obj, type) else None
         try:
             if isinstance(obj, type):
@@ -192,6 +205,36 @@ class JobRunner:
         self._store(FailedJob.from_error(envelope, error, self.clock.now()))
         return Result(envelope, Outcome.FAILED, duration, 0.0, text, trace, error)
 
+    def _died_too_often(
+        self, envelope: Envelope, job: dict[str, Any], allowed: int, started: float
+    ) -> Result:
+        """Fail a job whose allowed attempts all ended with the worker dying, without running it."""
+        spent = envelope.attempts - 1
+        error = WorkerDiedError(
+            f"the worker died while running it (attempt {spent} of {allowed}); "
+            f"its {allowed} attempt(s) are used up, so it is not run again"
+        )
+        # The attempt about to start never runs: the record counts those spent.
+        envelope = replace(envelope, attempts=spent)
+        obj = job["obj"]
+        instance: Any = obj
+        if isinstance(obj, type) and issubclass(obj, Queueable):
+            try:
+                instance = self.container.make(obj)
+            except Exception as build_error:
+                logger.error(
+                    "job %s (%s): failed() not called, the job could not be built: %s",
+                    envelope.id,
+                    envelope.name,
+                    build_error,
+                )
+                instance = None
+        if isinstance(instance, Queueable):
+            self._call_failed(instance, self._failed_payload(envelope, job), error)
+        self._store(FailedJob.from_error(envelope, error, self.clock.now(), reason="died"))
+        text = f"{type(error).__name__}: {error}"
+        return Result(envelope, Outcome.FAILED, time.perf_counter() - started, 0.0, text, "", error)
+
     def _park(self, envelope: Envelope, refusal: Exception, started: float) -> Result:
         reason = getattr(refusal, "reason", "corrupt")
         logger.error("job %s refused without loading it (%s): %s", envelope.id, reason, refusal)
@@ -236,3 +279,9 @@ class JobRunner:
             "queue": envelope.queue,
             "driver": envelope.driver,
         }
+
+
+def _attempts_allowed(obj: Any) -> int:
+    """How many attempts `obj` gets in all: its policy's for a `Queueable`, else one."""
+    policy = retry_policy(obj)
+    return policy.attempts_allowed() if policy is not None else 1

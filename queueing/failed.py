@@ -27,9 +27,9 @@ logger = logging.getLogger("queueing.failed")
 class FailedJob:
     """A job that failed for good, or a payload that was refused.
 
-    `reason` is `failed` (the job raised on its last attempt), `signature`
-    (the body was not signed with our key) or `corrupt` (the bytes are not a
-    payload of ours). The envelope still holds the raw signed body, so a
+    `reason` is `failed` (the job raised on its last attempt), `died` (its
+    worker died during every attempt it had), `signature` (the body was not
+    signed with our key) or `corrupt` (the bytes are not a payload of ours). The envelope still holds the raw signed body, so a
     stored job can be re-queued, and a refused one inspected, unchanged.
     """
 
@@ -78,12 +78,20 @@ class LoggingFailedJobStore:
             envelope.id,
             envelope.name,
             envelope.queue,
-            "failed" if failure.reason == "failed" else f"was refused ({failure.reason})",
+            _outcome(failure.reason),
             envelope.attempts,
             failure.exception_type,
             failure.message,
             failure.traceback,
         )
+
+
+def _outcome(reason: str) -> str:
+    if reason == "failed":
+        return "failed"
+    if reason == "died":
+        return "killed its worker on every attempt"
+    return f"was refused ({reason})"
 
 
 @dataclass(frozen=True)

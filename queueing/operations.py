@@ -11,6 +11,11 @@ from queueing.failed import DatabaseFailedJobStore, StoredFailure
 from queueing.manager import Queue, UnknownDriverError
 
 
+# Reasons of the failures a retry of everything puts back: jobs of ours that
+# raised or killed their worker, never payloads that were refused unread.
+RETRIED_BY_DEFAULT = ("failed", "died")
+
+
 class NoSuchFailedJobError(LookupError):
     """An id that is not in `failed_jobs`."""
 
@@ -23,14 +28,16 @@ def retry_failed(
 ) -> list[StoredFailure]:
     """Put failed jobs back on the queue they came from; return those re-queued.
 
-    With `identifiers` None, every failed job (of `driver`, when given) whose
-    reason is `failed` goes back; refused payloads (bad signature, corrupt)
-    go back only when named. Each row is deleted in the transaction that
+    With `identifiers` None, every failed job (of `driver`, when given) that
+    failed or killed its worker goes back; refused payloads (bad signature,
+    corrupt) go back only when named. Each row is deleted in the transaction that
     re-queues it, so a crash in between never loses a job.
     """
     if identifiers is None:
         identifiers = [
-            failure.id for failure in store.all(driver=driver) if failure.reason == "failed"
+            failure.id
+            for failure in store.all(driver=driver)
+            if failure.reason in RETRIED_BY_DEFAULT
         ]
     requeued = []
     for identifier in identifiers:

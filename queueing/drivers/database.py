@@ -16,10 +16,16 @@ Speed. A worker reserves and settles jobs on a DBAPI connection it keeps
 PostgreSQL reserving is one `UPDATE ... RETURNING` and acknowledging one
 `DELETE`, each committing on its own. With `prefetch` above 1 a reservation
 takes up to that many due jobs at once under one lease; the ones not started
-yet are given back (their attempt returned) when the worker stops, when the
-job in hand runs long enough to need its lease extended, and before their
-lease could run out. Attempts are still counted when a job is reserved, so a
-worker killed while it held a batch spends one attempt of each job in it. An
+yet are given back when the worker stops, when the job in hand runs long
+enough to need its lease extended, and before their lease could run out.
+
+Attempts. An attempt is counted in the row before the job starts: the first
+job of a reservation when it is reserved, each job reserved ahead of it when
+the worker takes it up (on PostgreSQL in the same statement that settles the
+job before it, so it costs no round trip). A job that kills its worker has
+therefore spent its attempt, and the runner fails it instead of running it
+once none are left; the jobs that only waited behind it in the dead worker's
+batch spent nothing and run as usual once the lease runs out. An
 idle worker on PostgreSQL sleeps on `LISTEN queue_jobs`, and every push of a
 due job sends `NOTIFY`, so a job starts milliseconds after it is pushed; on
 SQLite the worker watches `PRAGMA data_version`, which changes when another
@@ -38,7 +44,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, case, delete, func, insert, inspect, select, text
@@ -65,28 +71,33 @@ SQLITE_WATCH_SECONDS = 0.02
 WAIT_SLICE_SECONDS = 0.1
 
 # The worker's statements; `{name}` becomes the engine's placeholder for that parameter.
+# Reserving leases the whole batch and counts an attempt only for its first
+# job, the one that starts now; `START` counts each of the others as it starts.
 RESERVE_RETURNING = """
 WITH picked AS (
     SELECT id, available_at AS due FROM queue_jobs
     WHERE queue = {queue} AND available_at <= {now}
     ORDER BY available_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED
-)
+), first AS (SELECT id FROM picked ORDER BY due, id LIMIT 1)
 UPDATE queue_jobs AS job
-SET attempts = job.attempts + 1, available_at = {lease_end},
-    reserved_until = {lease_end}, reserved_by = {token}
+SET attempts = job.attempts + CASE WHEN job.id IN (SELECT id FROM first) THEN 1 ELSE 0 END,
+    available_at = {lease_end}, reserved_until = {lease_end}, reserved_by = {token}
 FROM picked WHERE job.id = picked.id
 RETURNING job.id, job.uuid, job.name, job.payload, job.attempts, job.created_at, picked.due
 """
 RESERVE_SELECT = """
-SELECT id, uuid, name, payload, attempts + 1, created_at, available_at FROM queue_jobs
+SELECT id, uuid, name, payload, attempts, created_at, available_at FROM queue_jobs
 WHERE queue = {queue} AND available_at <= {now}
 ORDER BY available_at, id LIMIT {limit}
 """
 RESERVE_UPDATE = """
 UPDATE queue_jobs
-SET attempts = attempts + 1, available_at = {lease_end},
-    reserved_until = {lease_end}, reserved_by = {token}
+SET attempts = attempts + CASE WHEN id = {first} THEN 1 ELSE 0 END,
+    available_at = {lease_end}, reserved_until = {lease_end}, reserved_by = {token}
 WHERE id IN ({id})
+"""
+START = """
+UPDATE queue_jobs SET attempts = attempts + 1 WHERE id = {next} AND reserved_by = {next_token}
 """
 ACKNOWLEDGE = "DELETE FROM queue_jobs WHERE id = {id} AND reserved_by = {token}"
 RELEASE = """
@@ -116,6 +127,9 @@ class Reservation:
     connection: str
     # Epoch seconds when the lease taken at reservation runs out.
     leased_until: float
+    # Whether the row counts the attempt about to run; one reserved ahead of
+    # the job in hand counts it only when the worker takes it up.
+    started: bool = True
 
 
 @dataclass(frozen=True)
@@ -233,15 +247,41 @@ class DatabaseDriver(Driver):
         return None
 
     def _take_ahead(self, queues: Sequence[str], name: str) -> Reservation | None:
-        with self._lock:
-            if not self._ahead:
-                return None
-            first = self._ahead[0]
-            fresh = first.leased_until - self.clock.now() >= self.retry_after / 2
-            if fresh and first.connection == name and first.envelope.queue in queues:
-                return self._ahead.popleft()
+        """Hand out the next job reserved ahead, its attempt counted; None if there is none."""
+        while True:
+            with self._lock:
+                if not self._ahead:
+                    return None
+                first = self._ahead[0]
+                if not (self._fresh(first) and first.connection == name):
+                    break
+                if first.envelope.queue not in queues:
+                    break
+                self._ahead.popleft()
+            if first.started or self._start(first):
+                return replace(first, started=True)
+            # Its lease was lost meanwhile: another worker may hold it now.
         self.release_unstarted()
         return None
+
+    def _fresh(self, reservation: Reservation) -> bool:
+        """Whether a job reserved ahead keeps at least half of its lease."""
+        return reservation.leased_until - self.clock.now() >= self.retry_after / 2
+
+    def _start(self, reservation: Reservation) -> bool:
+        """Count the attempt of a job reserved ahead before it runs; False if its lease is gone."""
+        values = {"next": reservation.row_id, "next_token": reservation.token}
+
+        def start(cursor: Any, dialect: str) -> bool:
+            with (
+                contextlib.nullcontext()
+                if dialect != "sqlite"
+                else _transaction_on(cursor, dialect)
+            ):
+                cursor.execute(self._sql(dialect, START), values)
+                return cursor.rowcount == 1
+
+        return self._on_kept(reservation.connection, "start a job on", start)
 
     def _reserve_from(self, name: str, queue: str) -> list[Reservation]:
         now = milliseconds(self.clock.now())
@@ -255,16 +295,24 @@ class DatabaseDriver(Driver):
         }
 
         def reserve(cursor: Any, dialect: str) -> list[tuple[Any, ...]]:
+            """The reserved rows in the order they run, with their attempts before this one."""
             if dialect == "postgresql":
                 cursor.execute(self._sql(dialect, RESERVE_RETURNING), values)
-                return sorted(cursor.fetchall(), key=lambda row: (row[6], row[0]))
+                found = sorted(cursor.fetchall(), key=lambda row: (row[6], row[0]))
+                if found:
+                    # The statement has counted the first job's attempt already.
+                    first = found[0]
+                    found[0] = (*first[:4], first[4] - 1, *first[5:])
+                return found
             locking = "" if dialect == "sqlite" else " FOR UPDATE SKIP LOCKED"
             with _transaction_on(cursor, dialect):
                 cursor.execute(self._sql(dialect, RESERVE_SELECT) + locking, values)
                 found = cursor.fetchall()
                 if found:
                     update, ids = _in_list(RESERVE_UPDATE, "id", [row[0] for row in found])
-                    cursor.execute(self._sql(dialect, update), {**values, **ids})
+                    cursor.execute(
+                        self._sql(dialect, update), {**values, **ids, "first": found[0][0]}
+                    )
             return found
 
         rows = self._on_kept(name, "reserve from", reserve)
@@ -279,15 +327,16 @@ class DatabaseDriver(Driver):
                     created=_iso(row[5]),
                     available_at=now / 1000,
                     body=bytes(row[3]),
-                    attempts=int(row[4]),
+                    attempts=int(row[4]) + 1,
                     connection=name,
                 ),
                 int(row[0]),
                 values["token"],
                 name,
                 leased_until,
+                started=index == 0,
             )
-            for row in rows
+            for index, row in enumerate(rows)
         ]
 
     @property
@@ -303,7 +352,9 @@ class DatabaseDriver(Driver):
         """
         self.release_unstarted()
         lease_end = milliseconds(self.clock.now() + (seconds or self.retry_after))
-        return self._settle(reservation, "extend a lease on", EXTEND, {"lease_end": lease_end})
+        return self._settle(
+            reservation, "extend a lease on", EXTEND, {"lease_end": lease_end}, start_next=False
+        )
 
     def acknowledge(self, reservation: Reservation) -> bool:
         """Delete the finished job's row; False if the lease had been lost."""
@@ -323,7 +374,7 @@ class DatabaseDriver(Driver):
         """
         values = {
             "available_at": milliseconds(self.clock.now() + max(0.0, delay)),
-            "given_back": 0 if count_attempt else 1,
+            "given_back": 1 if reservation.started and not count_attempt else 0,
         }
         return self._settle(reservation, "release a job on", RELEASE, values)
 
@@ -336,25 +387,65 @@ class DatabaseDriver(Driver):
             try:
                 given_back += self.release(reservation, 0.0, count_attempt=False)
             except DriverUnavailableError:
-                # Its lease runs out and it is due again; the attempt stays spent.
+                # Its lease runs out and it is due again, its attempts as they were.
                 continue
         return given_back
 
     def _settle(
-        self, reservation: Reservation, action: str, statement: str, values: dict[str, Any]
+        self,
+        reservation: Reservation,
+        action: str,
+        statement: str,
+        values: dict[str, Any],
+        start_next: bool = True,
     ) -> bool:
-        """Run `statement` on the reserved row; True when this lease still held it."""
+        """Run `statement` on the reserved row; True when this lease still held it.
+
+        With `start_next`, the job reserved ahead that the worker takes up
+        next has its attempt counted in the same round trip (one statement
+        on PostgreSQL, one transaction on SQLite).
+        """
         held = {"id": reservation.row_id, "token": reservation.token, **values}
+        upcoming = self._upcoming() if start_next else None
 
-        def settle(cursor: Any, dialect: str) -> bool:
-            # One statement commits by itself, except on SQLite, where it must
-            # take the write lock up front to not fail on a stale snapshot.
-            alone = dialect != "sqlite"
-            with contextlib.nullcontext() if alone else _transaction_on(cursor, dialect):
+        def settle(cursor: Any, dialect: str) -> tuple[bool, bool]:
+            if upcoming is None:
+                # One statement commits by itself, except on SQLite, where it must
+                # take the write lock up front to not fail on a stale snapshot.
+                alone = dialect != "sqlite"
+                with contextlib.nullcontext() if alone else _transaction_on(cursor, dialect):
+                    cursor.execute(self._sql(dialect, statement), held)
+                    return cursor.rowcount == 1, False
+            start = {"next": upcoming.row_id, "next_token": upcoming.token}
+            if dialect == "postgresql":
+                cursor.execute(self._sql(dialect, _with_start(statement)), {**held, **start})
+                settled, started = cursor.fetchone()
+                return settled == 1, started == 1
+            with _transaction_on(cursor, dialect):
+                # The start first: a crash between the two can rerun a finished
+                # job, but never runs one whose attempt was not counted.
+                cursor.execute(self._sql(dialect, START), start)
+                started = cursor.rowcount == 1
                 cursor.execute(self._sql(dialect, statement), held)
-                return cursor.rowcount == 1
+                return cursor.rowcount == 1, started
 
-        return self._on_kept(reservation.connection, action, settle)
+        settled, started = self._on_kept(reservation.connection, action, settle)
+        if upcoming is not None and started:
+            self._mark_started(upcoming)
+        return settled
+
+    def _upcoming(self) -> Reservation | None:
+        """The job reserved ahead that the worker takes next, if it is fresh and not counted."""
+        with self._lock:
+            if not self._ahead:
+                return None
+            first = self._ahead[0]
+        return first if not first.started and self._fresh(first) else None
+
+    def _mark_started(self, reservation: Reservation) -> None:
+        with self._lock:
+            if self._ahead and self._ahead[0] is reservation:
+                self._ahead[0] = replace(reservation, started=True)
 
     def wait_for_jobs(
         self,
@@ -596,6 +687,15 @@ class DatabaseDriver(Driver):
                     f"lost database connection {name!r}: {_first_line(error)}"
                 ) from error
             raise
+
+
+def _with_start(statement: str) -> str:
+    """PostgreSQL: `statement` and `START` in one round trip, each saying whether it hit its row."""
+    return (
+        f"WITH settled AS ({statement.strip()} RETURNING 1), "
+        f"started AS ({START.strip()} RETURNING 1) "
+        "SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM started)"
+    )
 
 
 def _missing_table(name: str) -> str:

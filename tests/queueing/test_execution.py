@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -594,3 +595,55 @@ def test_run_until_settled_runs_an_overdue_job_at_once(
 
     assert result.outcome is Outcome.DONE
     assert read_notes(notes) == ["overdue"]
+
+
+# Jobs whose worker died ---------------------------------------------------------------
+
+
+def test_a_job_whose_attempts_all_ended_with_its_worker_dying_is_failed_without_running(
+    runner: JobRunner,
+    envelope_for: Callable[..., Envelope],
+    journal: Journal,
+    failed_store: Any,
+) -> None:
+    # Three attempts counted and none reported back: the fourth reservation.
+    envelope = replace(envelope_for(AlwaysFails, args=("a",)), attempts=4)
+
+    result = runner.run(envelope)
+
+    assert result.outcome is Outcome.FAILED
+    assert journal.entries == []
+    [(payload, error)] = journal.failures
+    assert payload["ran"] == 3
+    assert "worker died while running it" in str(error)
+    [failure] = failed_store.failures
+    assert failure.reason == "died"
+    assert failure.envelope.attempts == 3
+    assert "3 attempt(s) are used up" in failure.message
+
+
+def test_a_job_with_an_attempt_left_after_its_worker_died_runs_again(
+    runner: JobRunner, envelope_for: Callable[..., Envelope], journal: Journal
+) -> None:
+    envelope = replace(envelope_for(Report), attempts=3)
+
+    result = runner.run(envelope)
+
+    assert result.outcome is Outcome.DONE
+    assert journal.entries == ["handle"]
+
+
+def test_a_plain_function_that_killed_its_worker_once_is_not_run_again(
+    runner: JobRunner,
+    envelope_for: Callable[..., Envelope],
+    notes: Path,
+    failed_store: Any,
+) -> None:
+    envelope = replace(envelope_for(explode, args=(str(notes),)), attempts=2)
+
+    result = runner.run(envelope)
+
+    assert result.outcome is Outcome.FAILED
+    assert read_notes(notes) == []
+    [failure] = failed_store.failures
+    assert (failure.reason, failure.exception_type) == ("died", "WorkerDiedError")

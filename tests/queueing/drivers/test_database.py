@@ -524,12 +524,49 @@ def test_prefetch_reserves_a_batch_under_one_lease_and_hands_it_out_in_due_order
 
     assert first is not None
     assert {row.reserved_by for row in backend.jobs()} == {first.token}
-    assert all(row.attempts == 1 for row in backend.jobs())
+    attempts = {row.uuid: row.attempts for row in backend.jobs()}
+    assert attempts == {first.envelope.id: 1, now[1]: 0, later[0]: 0}
     order = [first.envelope.id]
     while (held := driver.reserve(["default"])) is not None:
         order.append(held.envelope.id)
         assert held.envelope.attempts == 1
+        assert {row.uuid: row.attempts for row in backend.jobs()}[held.envelope.id] == 1
     assert order == [*now, *later]
+
+
+def test_settling_a_job_counts_the_attempt_of_the_one_reserved_behind_it_before_it_runs(
+    backend: Backend, markers_dir: Path
+) -> None:
+    pushed = backend.queue.push(jobs.Record, jobs.Record, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 5)
+    first = driver.reserve(["default"])
+    assert first is not None
+
+    assert driver.acknowledge(first)
+
+    [row] = backend.jobs()
+    assert (row.uuid, row.attempts) == (pushed[1], 1)
+    second = driver.reserve(["default"])
+    assert second is not None and second.envelope.attempts == 1
+    assert driver.release(second, 0.0, count_attempt=False)
+    assert [row.attempts for row in backend.jobs()] == [0]
+
+
+def test_jobs_reserved_behind_a_job_that_killed_its_worker_keep_their_attempts(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    poison, *others = backend.queue.push(*[jobs.Record] * 3, args=[str(markers_dir), "a"])
+    dead = prefetching(backend, 5)
+    assert dead.reserve(["default"]) is not None  # its worker dies with the batch in hand
+    clock.advance(61)
+
+    survivor = prefetching(backend, 5)
+    again = survivor.reserve(["default"])
+
+    assert again is not None and again.envelope.id == poison
+    assert again.envelope.attempts == 2
+    attempts = {row.uuid: row.attempts for row in backend.jobs()}
+    assert attempts == {poison: 2, others[0]: 0, others[1]: 0}
 
 
 def test_jobs_reserved_ahead_are_given_back_with_their_attempt_when_the_worker_stops(
