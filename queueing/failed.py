@@ -29,8 +29,9 @@ class FailedJob:
 
     `reason` is `failed` (the job raised on its last attempt), `died` (its
     worker died during every attempt it had), `signature` (the body was not
-    signed with our key) or `corrupt` (the bytes are not a payload of ours). The envelope still holds the raw signed body, so a
-    stored job can be re-queued, and a refused one inspected, unchanged.
+    signed with our key) or `corrupt` (the bytes are not a payload of ours).
+    The envelope still holds the raw signed body, so a stored job can be
+    re-queued, and a refused one inspected, unchanged.
     """
 
     envelope: Envelope

@@ -10,7 +10,6 @@ from queueing.drivers.database import DatabaseDriver
 from queueing.failed import DatabaseFailedJobStore, StoredFailure
 from queueing.manager import Queue, UnknownDriverError
 
-
 # Reasons of the failures a retry of everything puts back: jobs of ours that
 # raised or killed their worker, never payloads that were refused unread.
 RETRIED_BY_DEFAULT = ("failed", "died")
