@@ -152,13 +152,17 @@ class Worker:
         try:
             held = self.driver.reserve(self.options.queues, self.options.channel)
         except DriverUnavailableError as error:
-            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
-            self.errors(f"{self.driver.name} unavailable, retrying in {self._backoff:g}s: {error}")
+            self._unavailable(error)
             return None
         if self._backoff:
             self.errors(f"{self.driver.name} reachable again")
         self._backoff = 0.0
         return held
+
+    def _unavailable(self, error: DriverUnavailableError) -> None:
+        """Report a lost server and wait longer before each next try, up to `MAX_BACKOFF`."""
+        self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+        self.errors(f"{self.driver.name} unavailable, retrying in {self._backoff:g}s: {error}")
 
     def _empty(self) -> bool:
         """Say whether nothing is left to run: no due, delayed or retrying job."""
@@ -169,12 +173,17 @@ class Worker:
             return False
 
     def _idle(self) -> None:
-        wait = self._backoff or self.options.sleep
+        """Wait for a job; a server lost meanwhile is reported and waited out, never fatal."""
         waiter = getattr(self.driver, "wait_for_jobs", None)
         if waiter is not None and not self._backoff:
-            waiter(self.options.queues, self.options.channel, wait, self._wake)
-        else:
-            self._wake.wait(wait)
+            try:
+                waiter(self.options.queues, self.options.channel, self.options.sleep, self._wake)
+            except DriverUnavailableError as error:
+                self._unavailable(error)
+        if self._backoff:
+            self._wake.wait(self._backoff)
+        elif waiter is None:
+            self._wake.wait(self.options.sleep)
         self._wake.clear()
 
     def _process(self, held: Any) -> None:
