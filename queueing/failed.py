@@ -251,8 +251,10 @@ class DatabaseFailedJobStore:
 
         `requeue` gets this transaction's connection, so a job going back to a
         `queue_jobs` table on the same database is inserted atomically with
-        the delete; a crash between the two never loses it. Returns the
-        failure, or None when there is no such row.
+        the delete; a crash between the two never loses it. `requeue` must
+        only write through that connection, never run the job: the row stays
+        locked until it returns. Returns the failure, or None when there is
+        no such row.
         """
         with self._writing() as connection:
             query = select(failed_jobs).where(_matching(identifier))
@@ -264,6 +266,31 @@ class DatabaseFailedJobStore:
             failure = _stored(row)
             requeue(connection, failure)
             connection.execute(delete(failed_jobs).where(failed_jobs.c.id == failure.id))
+        return failure
+
+    def retry_elsewhere(
+        self, identifier: int | str, push: Callable[[StoredFailure], None]
+    ) -> StoredFailure | None:
+        """Hand one failure to `push` outside any transaction, then delete its row.
+
+        For queues the failed store cannot share a transaction with (another
+        database, a broker, a driver that runs the job at push time). Nothing
+        is locked while `push` runs, so a job that runs and fails again at
+        once stores its new failure, which replaces this row; the delete
+        afterwards removes only the row as it was read. If `push` raises, the
+        row stays. A crash between the push and the delete leaves the job
+        queued and still listed as failed: queued twice at worst, never lost.
+        """
+        failure = self.find(identifier)
+        if failure is None:
+            return None
+        push(failure)
+        with self._writing() as connection:
+            connection.execute(
+                delete(failed_jobs).where(
+                    failed_jobs.c.id == failure.id, failed_jobs.c.failed_at == failure.failed_at
+                )
+            )
         return failure
 
     @contextlib.contextmanager
