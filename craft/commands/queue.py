@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +15,7 @@ import pendulum
 
 from craft.application import make
 from craft.errors import CraftError
+from craft.supervisor import Supervisor, announce_ready
 from queueing import FailedJobStore, JobRunner, MissingKeyError, Queue, UnknownDriverError
 from queueing.delay import seconds_to_wait
 from queueing.drivers.base import Driver, DriverUnavailableError
@@ -172,6 +171,7 @@ def queue_work(
     check = getattr(target, "check", None)
     if check is not None:
         _run(lambda: check(channel))
+    announce_ready()
     if not quiet:
         click.echo(
             f"worker {os.getpid()} on {target.name}"
@@ -187,25 +187,25 @@ def queue_work(
 
 
 def _supervise(concurrency: int, params: dict[str, Any]) -> int:
-    """Run `concurrency` worker processes with the same options; forward stop signals."""
+    """Run `concurrency` worker processes with the same options, replacing any that dies."""
     arguments = ["queue:work"]
     for name, value in params.items():
         if name == "concurrency" or value is None or value is False:
             continue
         option = "--queue" if name == "queues" else "--" + name.replace("_", "-")
         arguments += [option] if value is True else [option, str(value)]
-    children = [
-        subprocess.Popen([sys.executable, "-m", "craft", *arguments]) for _ in range(concurrency)
-    ]
-
-    def forward(number: int, _frame: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(number)
-
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, forward)
-    return max(child.wait() for child in children)
+    target = _driver(params["driver"])
+    release = getattr(target, "release_held_by", None)
+    channel = params["channel"]
+    supervisor = Supervisor(
+        concurrency,
+        arguments,
+        release_held_by=(lambda pid: release(pid, channel)) if release is not None else None,
+    )
+    try:
+        return supervisor.run()
+    finally:
+        target.close()
 
 
 # Failed jobs ----------------------------------------------------------------------------

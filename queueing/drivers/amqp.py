@@ -38,12 +38,24 @@ running longer than `LONG_JOB_SECONDS` has the messages prefetched behind it
 given back (`extend`), so other workers run them meanwhile.
 
 Attempts. `job-attempts` counts the attempts started before the message was
-published; `reserve()` adds the one about to run, and one more when the
-broker flags the message `redelivered`: its previous delivery ended without
-an acknowledgement (a worker killed mid-job), and counting it keeps a job that
-kills its worker from running forever. The flag cannot tell a job that ran
-from one that only sat in a prefetch buffer when its connection closed, so
-such a message spends an attempt without running; the job still runs.
+published; `reserve()` adds the one about to run. A message that comes back
+`redelivered` had a delivery end unacknowledged: its worker died with it in
+hand, or it only sat in a prefetch buffer (its own or pika's) when the
+connection closed; the flag cannot tell which. So such a message is never
+run from its queue: it is published to `<queue>.suspects` with its attempts
+as they were and `job-unconfirmed-death`, then acknowledged. A worker runs
+suspects alone: with a suspect waiting (it looks on connecting and every
+`SUSPECT_CHECK_SECONDS`), it cancels its consumers, gives back what it had
+prefetched, takes one suspect with `basic_get` and holds nothing else while
+it runs, until `basic_get` finds none. A suspect redelivered is therefore a
+certain death: it is published again with that attempt counted, and its
+unconfirmed death counted too (a job that kills its worker alone is taken
+to have killed the one before), then acknowledged. So a prefetched job
+loses no attempt, and a job that kills every worker is seen dead by the
+runner after `run_times` deaths when it has two attempts or more; with one
+(a plain function), it dies twice: once with its neighbours, once alone. A
+suspect whose run ends with an outcome (done, retry, failed) is settled as
+any job; a retry goes back to its queue.
 
 Delays (`wait=` and retry delays) never block a queue: a message due later
 goes to a holding queue `<queue>.delay.<ms>` whose messages all live `<ms>`
@@ -135,6 +147,10 @@ IDLE_CHECK_SECONDS = 1.0
 CONFIRM_WINDOW = 256
 # How long a worker call handed to the consumer thread may take.
 CALL_TIMEOUT_SECONDS = 30.0
+# How often the consumer thread looks for suspects waiting to run alone.
+SUSPECT_CHECK_SECONDS = 2.0
+# Set on a suspect whose delivery before it may or may not have been a death.
+UNCONFIRMED_DEATH_HEADER = "job-unconfirmed-death"
 # Errors after which retrying cannot help: wrong credentials, unknown or forbidden vhost.
 REFUSED_LOGIN = (
     amqp.AuthenticationError,
@@ -157,12 +173,19 @@ class PublishRefusedError(DriverUnavailableError):
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message a worker holds: its envelope and the delivery to acknowledge."""
+    """A message a worker holds: its envelope and the delivery to acknowledge.
+
+    `suspect` says it was taken alone from its queue's suspects queue, and
+    `unconfirmed_death` that its delivery before that may have been a death
+    (see the module's notes on attempts).
+    """
 
     envelope: Envelope
     delivery_tag: int
     generation: int
     consumer: _Consumer = field(repr=False, compare=False)
+    suspect: bool = False
+    unconfirmed_death: bool = False
 
 
 def connection_parameters(
@@ -231,11 +254,20 @@ def holding_queue_name(queue: str, milliseconds: int) -> str:
     return f"{queue}.delay.{milliseconds}"
 
 
-def message_properties(envelope: Envelope, now: float) -> pika.BasicProperties:
+def suspects_queue_name(queue: str) -> str:
+    """Return the name of the queue where redelivered messages of `queue` wait to run alone."""
+    return f"{queue}.suspects"
+
+
+def message_properties(
+    envelope: Envelope, now: float, unconfirmed_death: bool = False
+) -> pika.BasicProperties:
     """Return the persistent message properties that carry `envelope`'s metadata.
 
     The id and the job name are properties (`message_id`, `type`); a name
     longer than `type` holds (255 bytes) travels whole in `job-name`.
+    `unconfirmed_death` marks a suspect whose last delivery may have killed
+    its worker.
     """
     name = envelope.name.encode()
     headers: dict[str, Any] = {
@@ -247,6 +279,8 @@ def message_properties(envelope: Envelope, now: float) -> pika.BasicProperties:
     }
     if len(name) > SHORT_STRING_BYTES:
         headers["job-name"] = envelope.name
+    if unconfirmed_death:
+        headers[UNCONFIRMED_DEATH_HEADER] = 1
     return pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,
         content_type="application/octet-stream",
@@ -266,7 +300,10 @@ def envelope_from_message(
 ) -> Envelope:
     """Read a delivered message back into an envelope counting the attempt about to run.
 
-    A message someone else wrote may lack our headers: what is missing gets a
+    `redelivered` says the delivery before this one ended unacknowledged
+    while the job was in hand (its worker died), which counts as an attempt
+    too: only a message taken alone from a suspects queue can say that. A
+    message someone else wrote may lack our headers: what is missing gets a
     neutral value, and the runner refuses the body when it checks it.
     """
     headers = properties.headers or {}
@@ -348,27 +385,41 @@ class AmqpDriver(Driver):
         After a lost connection, or a message the broker returned or nacked,
         only the envelopes not yet confirmed are published again.
         """
-        pending = dict(enumerate(envelopes))
+        self._send(envelopes)
+
+    def _send(self, items: Sequence[Envelope | _ToSuspects]) -> None:
+        """Publish envelopes to their queues and copies to suspects queues, as `push` does."""
+        pending = dict(enumerate(items))
 
         def publish_pending(publisher: _Publisher) -> None:
             now = self.clock.now()
             holding: set[str] = set()
             outgoing = {
-                key: self._outgoing(publisher, envelope, now, holding)
-                for key, envelope in pending.items()
+                key: self._outgoing(publisher, item, now, holding) for key, item in pending.items()
             }
             publisher.publish(outgoing, confirmed=pending.pop)
 
         self._with_publisher("publishing", publish_pending, lambda: len(pending))
 
     def _outgoing(
-        self, publisher: _Publisher, envelope: Envelope, now: float, holding: set[str]
+        self,
+        publisher: _Publisher,
+        item: Envelope | _ToSuspects,
+        now: float,
+        holding: set[str],
     ) -> _Outgoing:
-        """Declare what `envelope` is routed through and return the message to publish.
+        """Declare what `item` is routed through and return the message to publish.
 
         `holding` collects the holding queues declared during this push, so a
-        batch of delayed jobs declares each one once.
+        batch of delayed jobs declares each one once. A suspect goes straight
+        to its suspects queue, whatever it is due.
         """
+        if isinstance(item, _ToSuspects):
+            suspects = suspects_queue_name(item.envelope.queue)
+            publisher.declare(suspects)
+            properties = message_properties(item.envelope, now, item.unconfirmed_death)
+            return _Outgoing(suspects, item.envelope.body, properties)
+        envelope = item
         publisher.declare(envelope.queue)
         routing_key = envelope.queue
         delay = holding_delay(envelope.available_at - now)
@@ -397,33 +448,78 @@ class AmqpDriver(Driver):
     def reserve(self, queues: Sequence[str], channel: str | None = None) -> Delivery | None:
         """Take a delivered message of the first queue in `queues` that has one, or None.
 
-        The first call starts the consumer thread on `queues`. Raises
+        Suspects waiting to run alone come first. A redelivered message is
+        never run from the queue it came on: it moves to its suspects queue
+        (with every other redelivered one buffered), to run alone later. The
+        first call starts the consumer thread on `queues`. Raises
         `AmqpUnavailableError` while the consumer is not connected.
         """
         consumer = self._consumer_for(queues)
         consumer.raise_if_down()
-        received = consumer.take(queues)
-        if received is None:
-            return None
-        return self._delivery(received, consumer)
+        try:
+            while True:
+                if consumer.suspects_due:
+                    held = self._reserve_suspect(consumer)
+                    if held is not None:
+                        return held
+                received = consumer.take(queues)
+                if received is None:
+                    return None
+                if not received.redelivered:
+                    return self._delivery(received, consumer)
+                self._give_back(consumer, [received, *consumer.take_redelivered()])
+        except (_StaleDelivery, amqp.AMQPError, OSError) as error:
+            raise AmqpUnavailableError(
+                f"lost the consumer connection to RabbitMQ at {self.where}: {_describe(error)}"
+            ) from error
+
+    def _reserve_suspect(self, consumer: _Consumer) -> Delivery | None:
+        """Hold nothing else, then take the next suspect; None (consuming again) when none waits.
+
+        A suspect delivered again had its run alone end unacknowledged: its
+        worker died. That death is certain, and makes its unconfirmed one
+        certain too: both are counted in a copy published to the suspects
+        queue (then the original is acknowledged), and the next one is taken.
+        """
+        self._give_back(consumer, consumer.isolate())
+        while True:
+            received = consumer.take_suspect()
+            if received is None:
+                consumer.resume()
+                return None
+            delivery = self._delivery(received, consumer)
+            if not received.redelivered:
+                return delivery
+            counted = self._again(delivery.envelope, 0.0, False)
+            counted = replace(counted, attempts=counted.attempts + delivery.unconfirmed_death)
+            self._send([_ToSuspects(counted, unconfirmed_death=False)])
+            consumer.acknowledge(delivery)
 
     def _delivery(self, received: _Received, consumer: _Consumer) -> Delivery:
         envelope = envelope_from_message(
             received.queue,
             received.properties,
             received.body,
-            received.redelivered,
+            received.redelivered and received.suspect,
             self.clock.now(),
         )
-        return Delivery(envelope, received.delivery_tag, received.generation, consumer)
+        headers = received.properties.headers or {}
+        return Delivery(
+            envelope,
+            received.delivery_tag,
+            received.generation,
+            consumer,
+            suspect=received.suspect,
+            unconfirmed_death=received.suspect and bool(headers.get(UNCONFIRMED_DEATH_HEADER)),
+        )
 
     def release_unstarted(self) -> int:
         """Stop consuming, and give back the prefetched messages no attempt started.
 
         Each is published again with its attempts as they were, then the
-        original is acknowledged, so a clean stop spends no attempt; leaving
-        them to be delivered again would (the broker marks them redelivered).
-        Returns how many were given back.
+        original is acknowledged, so a clean stop leaves no redelivered
+        message, which would have to run alone as a suspect. Returns how many
+        were given back.
         """
         with self._lock:
             consumer = self._consumer
@@ -464,29 +560,36 @@ class AmqpDriver(Driver):
         consumer = held.consumer
         if not consumer.holds(held):
             return False
-        waiting = consumer.hold_back(held)
-        try:
-            self._give_back(consumer, waiting)
-        except DriverUnavailableError:
-            # Not given back: they stay for this worker to run (some may now
-            # be queued twice: at least once).
-            consumer.put_back(waiting)
-            raise
+        self._give_back(consumer, consumer.hold_back(held))
         return consumer.holds(held)
 
     def _give_back(self, consumer: _Consumer, received: Sequence[_Received]) -> int:
         """Publish copies of unstarted deliveries, attempts as they were, then ack them.
 
-        One push carries them all (their confirms awaited together). Returns
-        how many were acknowledged; one whose connection was lost meanwhile
-        comes again from the broker, flagged redelivered.
+        A redelivered one goes to its suspects queue, marked as maybe having
+        killed its worker. One push carries them all (their confirms awaited
+        together); if it fails they go back to the buffer. Returns how many
+        were acknowledged; one whose connection was lost meanwhile comes
+        again from the broker, flagged redelivered.
         """
-        deliveries = [self._delivery(each, consumer) for each in received]
-        deliveries = [delivery for delivery in deliveries if consumer.holds(delivery)]
-        if not deliveries:
+        held = [(each, self._delivery(each, consumer)) for each in received]
+        held = [(each, delivery) for each, delivery in held if consumer.holds(delivery)]
+        if not held:
             return 0
-        self.push([self._again(delivery.envelope, 0.0, False) for delivery in deliveries])
-        return sum(consumer.acknowledge(delivery) for delivery in deliveries)
+        copies: list[Envelope | _ToSuspects] = []
+        for each, delivery in held:
+            copy = self._again(delivery.envelope, 0.0, False)
+            copies.append(_ToSuspects(copy, True) if each.redelivered else copy)
+        try:
+            self._send(copies)
+        except DriverUnavailableError:
+            # Not given back: they stay for this worker (some may now be
+            # queued twice: at least once).
+            consumer.put_back([each for each, _ in held])
+            raise
+        if any(each.redelivered for each, _ in held):
+            consumer.expect_suspects()
+        return sum(consumer.acknowledge(delivery) for _, delivery in held)
 
     def acknowledge(self, held: Delivery) -> bool:
         """The job is done: acknowledge its message; False if its delivery was lost."""
@@ -500,12 +603,18 @@ class AmqpDriver(Driver):
         """Publish the job again, due in `delay` seconds, then acknowledge the original.
 
         With `count_attempt=False` (the worker stopped mid-job) the attempt is
-        given back. False when the delivery was lost (the broker delivers the
-        original again), and then nothing is published.
+        given back, and a suspect goes back to its suspects queue as it was. A
+        retry goes to the job's queue: its attempt ended with an outcome, so
+        it killed no worker. False when the delivery was lost (the broker
+        delivers the original again), and then nothing is published.
         """
         if not held.consumer.holds(held):
             return False
-        self.push([self._again(held.envelope, delay, count_attempt)])
+        again = self._again(held.envelope, delay, count_attempt)
+        if held.suspect and not count_attempt:
+            self._send([_ToSuspects(again, held.unconfirmed_death)])
+        else:
+            self._send([again])
         return held.consumer.acknowledge(held)
 
     def _again(self, envelope: Envelope, delay: float, count_attempt: bool) -> Envelope:
@@ -516,12 +625,16 @@ class AmqpDriver(Driver):
         )
 
     def waiting(self, queues: Sequence[str], channel: str | None = None) -> bool:
-        """Say whether `queues` hold a message, ready or in a holding queue this process used."""
+        """Say whether `queues` hold a message: ready, suspect, or in a holding queue used here."""
         consumer = self._consumer
         if consumer is not None and consumer.serves(queues):
             if consumer.waiting(queues):
                 return True
-        elif any(self._message_count(queue) for queue in queues):
+        elif any(
+            self._message_count(name)
+            for queue in queues
+            for name in (queue, suspects_queue_name(queue))
+        ):
             return True
         return any(self._message_count(name) for name in self._holding_queues(queues))
 
@@ -533,6 +646,7 @@ class AmqpDriver(Driver):
         pending = self._message_count(queue)
         if pending is None:
             return []
+        pending += self._message_count(suspects_queue_name(queue)) or 0
         delayed = sum(self._message_count(name) or 0 for name in self._holding_queues([queue]))
         return [
             QueueCounts(
@@ -557,9 +671,9 @@ class AmqpDriver(Driver):
         )
 
     def clear(self, queue: str | None = None, channel: str | None = None) -> int:
-        """Purge the ready messages of the queue (and its holding queues known here)."""
+        """Purge the ready messages of the queue, its suspects and the holding queues known here."""
         name = self.queue_for(channel, queue)
-        names = [name, *self._holding_queues([name])]
+        names = [name, suspects_queue_name(name), *self._holding_queues([name])]
 
         def purge(publisher: _Publisher) -> int:
             purged = 0
@@ -717,6 +831,14 @@ class AmqpDriver(Driver):
         if consumer is not None and consumer.pid == os.getpid():
             consumer.stop()
         return self._consumer
+
+
+@dataclass(frozen=True, slots=True)
+class _ToSuspects:
+    """A copy of a job for its queue's suspects queue (see the module's notes on attempts)."""
+
+    envelope: Envelope
+    unconfirmed_death: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -964,12 +1086,15 @@ def _ignore(*_: Any) -> None:
 
 @dataclass(frozen=True)
 class _Received:
+    """A delivery as the consumer thread read it; `suspect`: taken from `queue`'s suspects queue."""
+
     queue: str
     delivery_tag: int
     redelivered: bool
     properties: pika.BasicProperties
     body: bytes
     generation: int
+    suspect: bool = False
 
 
 class _Call:
@@ -1030,11 +1155,16 @@ class _Consumer:
         self._last_tag = 0  # the newest delivery tag dispatched here
         # How the consumer takes messages (see `hold_back`): "full" prefetch,
         # "held" (no consumer while a long job runs) or "one" at a time after
-        # it; the deliveries whose jobs ran long; the prefetch to consume with
-        # when the next acknowledgements go out.
+        # it, or "isolated" (no consumer: suspects are taken one by one, see
+        # `isolate`); the deliveries whose jobs ran long; the prefetch to
+        # consume with when the next acknowledgements go out.
         self._mode = "full"
         self._long: set[int] = set()
         self._switch_to: int | None = None
+        # Whether suspects may wait to run alone; read without the lock on
+        # every reserve (a stale value only delays them by one job).
+        self.suspects_due = False
+        self._next_suspect_check = 0.0
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -1066,11 +1196,81 @@ class _Consumer:
                     return buffered.popleft()
         return None
 
+    def take_redelivered(self) -> list[_Received]:
+        """Pop every buffered delivery flagged redelivered, leaving the others in order."""
+        with self._state:
+            taken = []
+            for buffered in self._buffer.values():
+                kept = [received for received in buffered if not received.redelivered]
+                taken += [received for received in buffered if received.redelivered]
+                buffered.clear()
+                buffered.extend(kept)
+        return taken
+
+    def expect_suspects(self) -> None:
+        """Suspects were published: take them before the next buffered delivery."""
+        with self._state:
+            self.suspects_due = True
+            self._state.notify_all()
+
+    def isolate(self) -> list[_Received]:
+        """Take no more messages, and pop the buffered ones, so a suspect can run alone.
+
+        The caller gives back what is returned; acknowledgements queued
+        before this reach the broker before the suspect is taken (the
+        consumer thread runs calls in order). Consuming resumes with `resume`.
+        """
+        with self._state:
+            generation = self._generation
+            self._mode, self._switch_to = "isolated", None
+        self._call(self._cancel_consumers, generation)
+        # Deliveries read while the cancel waited for the broker reach the
+        # buffer once the consumer thread has dispatched them: one more call.
+        self._call(lambda: None, generation)
+        return self.take_all()
+
+    def take_suspect(self) -> _Received | None:
+        """Take one message of the suspects queues, in the priority order of the queues."""
+        with self._state:
+            generation = self._generation
+
+        def get() -> _Received | None:
+            for queue in self.queues:
+                method, properties, body = self._channel.basic_get(
+                    suspects_queue_name(queue), auto_ack=False
+                )
+                if method is not None:
+                    self._note_tag(method.delivery_tag)
+                    return _Received(
+                        queue,
+                        method.delivery_tag,
+                        bool(method.redelivered),
+                        properties,
+                        body,
+                        generation,
+                        suspect=True,
+                    )
+            return None
+
+        return self._call(get, generation)
+
+    def resume(self) -> None:
+        """No suspect waits: consume every queue with the full prefetch again."""
+        with self._state:
+            generation = self._generation
+            self._mode = "full"
+            self.suspects_due = False
+        self._call(functools.partial(self._start_consumers, self._prefetch, generation), generation)
+
     def wait(self, queues: Sequence[str], timeout: float, wake: threading.Event) -> None:
-        """Block until a delivery is buffered, `timeout` passes or `wake` is set."""
+        """Block until a delivery is buffered, suspects wait, `timeout` passes or `wake` is set."""
         deadline = time.monotonic() + timeout
         with self._state:
-            while not any(self._buffer.get(queue) for queue in queues) and not wake.is_set():
+            while (
+                not any(self._buffer.get(queue) for queue in queues)
+                and not self.suspects_due
+                and not wake.is_set()
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
@@ -1225,8 +1425,9 @@ class _Consumer:
 
         def count() -> int:
             return sum(
-                self._channel.queue_declare(queue, passive=True).method.message_count
+                self._channel.queue_declare(name, passive=True).method.message_count
                 for queue in queues
+                for name in (queue, suspects_queue_name(queue))
             )
 
         try:
@@ -1300,6 +1501,8 @@ class _Consumer:
                     self._connection.process_data_events(time_limit=POLL_SECONDS)
                     if self._channel.is_closed or self._cancelled:
                         raise amqp.ChannelClosed(0, "the broker closed the consumer's channel")
+                    if time.monotonic() >= self._next_suspect_check:
+                        self._check_suspects(self._channel)
             except Exception as error:  # the thread must outlive any failure to reconnect
                 self._lost(error)
                 self._stopping.wait(delay)
@@ -1320,15 +1523,37 @@ class _Consumer:
             generation = self._generation
             self._cancelled = False
             self._mode, self._long, self._switch_to = "full", set(), None
+            # Suspects published before are in their queues: the check below sees them.
+            self.suspects_due = False
         for queue in self.queues:
             channel.queue_declare(queue, durable=True)
         self._channel = channel
-        self._start_consumers(self._prefetch, generation)
+        if self._check_suspects(channel):
+            # They run first, alone: consuming would only fetch messages to give back.
+            with self._state:
+                self._mode = "isolated"
+        else:
+            self._start_consumers(self._prefetch, generation)
         with self._state:
             self._connected = True
             self._tried = True
             self._state.notify_all()
         logger.info("consuming %s on RabbitMQ at %s", ", ".join(self.queues), self._where)
+
+    def _check_suspects(self, channel: Any) -> bool:
+        """Declare the suspects queues and say whether one holds a message, on the consumer thread.
+
+        A suspect another worker was running comes back here when that
+        worker dies; this look every `SUSPECT_CHECK_SECONDS` finds it.
+        """
+        self._next_suspect_check = time.monotonic() + SUSPECT_CHECK_SECONDS
+        ready = sum(
+            channel.queue_declare(suspects_queue_name(queue), durable=True).method.message_count
+            for queue in self.queues
+        )
+        if ready:
+            self.expect_suspects()
+        return bool(ready)
 
     def _cancel_consumers(self) -> None:
         """Stop the broker sending messages, on the consumer thread.
@@ -1363,16 +1588,20 @@ class _Consumer:
         body: bytes,
     ) -> None:
         tag = method.delivery_tag
-        if tag > self._last_tag + 1:
-            # Tags never dispatched here went back to the broker with pika
-            # (see `_cancel_consumers`): acknowledgement runs step over them.
-            self._acknowledged_ahead.update(range(self._last_tag + 1, tag))
-        self._last_tag = max(self._last_tag, tag)
+        self._note_tag(tag)
         received = _Received(queue, tag, bool(method.redelivered), properties, body, generation)
         with self._state:
             if generation == self._generation:
                 self._buffer[queue].append(received)
                 self._state.notify_all()
+
+    def _note_tag(self, tag: int) -> None:
+        """Follow the channel's delivery tags as deliveries reach this side."""
+        if tag > self._last_tag + 1:
+            # Tags never dispatched here went back to the broker with pika
+            # (see `_cancel_consumers`): acknowledgement runs step over them.
+            self._acknowledged_ahead.update(range(self._last_tag + 1, tag))
+        self._last_tag = max(self._last_tag, tag)
 
     def _on_cancel(self, _frame: Any) -> None:
         # The broker cancels a consumer whose queue was deleted; consuming

@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import select as selectors
+import socket
 import threading
 import time
 import uuid
@@ -47,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, delete, func, insert, inspect, select, text
+from sqlalchemy import and_, case, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
@@ -291,7 +293,7 @@ class DatabaseDriver(Driver):
             "now": now,
             "limit": self.prefetch,
             "lease_end": lease_end,
-            "token": uuid.uuid4().hex,
+            "token": f"{_holder(os.getpid())}{uuid.uuid4().hex}",
         }
 
         def reserve(cursor: Any, dialect: str) -> list[tuple[Any, ...]]:
@@ -446,6 +448,26 @@ class DatabaseDriver(Driver):
         with self._lock:
             if self._ahead and self._ahead[0] is reservation:
                 self._ahead[0] = replace(reservation, started=True)
+
+    def release_held_by(self, pid: int, channel: str | None = None) -> int:
+        """Give back at once every job that worker process `pid` of this host held.
+
+        For a supervisor that saw the process die: its jobs become due now
+        rather than when their lease runs out. The attempts they counted stay
+        counted, so the job that killed the process has spent one.
+        """
+        name = channel or self.connection
+        statement = (
+            update(queue_jobs)
+            .where(queue_jobs.c.reserved_by.startswith(_holder(pid), autoescape=True))
+            .values(
+                available_at=milliseconds(self.clock.now()),
+                reserved_until=None,
+                reserved_by=None,
+            )
+        )
+        with self._transaction(name, "give back the jobs of a dead worker on") as connection:
+            return connection.execute(statement).rowcount
 
     def wait_for_jobs(
         self,
@@ -687,6 +709,14 @@ class DatabaseDriver(Driver):
                     f"lost database connection {name!r}: {_first_line(error)}"
                 ) from error
             raise
+
+
+_HOST = socket.gethostname()[:160]
+
+
+def _holder(pid: int) -> str:
+    """How a lease token begins for worker process `pid` of this host: `host:pid:`."""
+    return f"{_HOST}:{pid}:"
 
 
 def _with_start(statement: str) -> str:

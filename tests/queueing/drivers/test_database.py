@@ -767,3 +767,20 @@ def test_on_mariadb_a_reservation_rolled_back_by_a_deadlock_is_tried_again(
         assert reservation is not None and reservation.envelope.id == job_id
         assert backend.driver.acknowledge(reservation)
         assert backend.jobs() == []
+
+
+def test_the_jobs_a_dead_worker_process_held_are_given_back_at_once_with_their_attempts(
+    backend: Backend, markers_dir: Path
+) -> None:
+    pushed = backend.queue.push(*[jobs.Record] * 3, args=[str(markers_dir), "a"])
+    driver = prefetching(backend, 5)
+    held = driver.reserve(["default"])
+    assert held is not None and held.token.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+
+    assert backend.driver.release_held_by(os.getpid() + 1) == 0
+    assert backend.driver.release_held_by(os.getpid()) == 3
+
+    attempts = {row.uuid: (row.attempts, row.reserved_by) for row in backend.jobs()}
+    assert attempts == {pushed[0]: (1, None), pushed[1]: (0, None), pushed[2]: (0, None)}
+    again = backend.driver.reserve(["default"])
+    assert again is not None and again.envelope.attempts in (1, 2)
