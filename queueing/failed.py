@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import socket
@@ -182,16 +183,19 @@ class DatabaseFailedJobStore:
     def store(self, failure: FailedJob) -> None:
         """Insert `failure`; without the table, log it instead."""
         envelope = failure.envelope
+        uuid, message = _fitting_id(envelope.id, failure.message)
         row = {
-            "uuid": envelope.id,
-            "driver": envelope.driver,
-            "connection": envelope.connection if envelope.driver == "database" else None,
-            "queue": envelope.queue,
+            "uuid": uuid,
+            "driver": envelope.driver[:32],
+            "connection": envelope.connection[:64]
+            if envelope.driver == "database" and envelope.connection
+            else None,
+            "queue": envelope.queue[:191],
             "name": envelope.name[:255],
             "payload": envelope.body,
             "reason": failure.reason,
             "exception_type": failure.exception_type[:255],
-            "message": failure.message,
+            "message": message,
             "traceback": failure.traceback,
             "attempts": envelope.attempts,
             "created": envelope.created[:64],
@@ -202,7 +206,7 @@ class DatabaseFailedJobStore:
         try:
             with self.engine.begin() as connection:
                 # A job failing again after a retry replaces its earlier record.
-                connection.execute(delete(failed_jobs).where(failed_jobs.c.uuid == envelope.id))
+                connection.execute(delete(failed_jobs).where(failed_jobs.c.uuid == uuid))
                 connection.execute(insert(failed_jobs), row)
         except (OperationalError, ProgrammingError) as error:
             if self.available():
@@ -310,6 +314,24 @@ class DatabaseFailedJobStore:
                     "run craft queue:table --failed and craft migrate"
                 ) from error
             raise
+
+
+# The longest job id `failed_jobs.uuid` holds (ours are 32 hex digits).
+ID_LENGTH = 36
+
+
+def _fitting_id(claimed: str, message: str) -> tuple[str, str]:
+    """The id to store a failure under, and its message.
+
+    An id that does not fit the column came from elsewhere (a forged or
+    foreign message names any id it likes): the record gets an id derived
+    from it, the same each time, and the message keeps the claimed one.
+    """
+    if len(claimed) <= ID_LENGTH:
+        return claimed, message
+    derived = hashlib.sha256(claimed.encode("utf-8", "replace")).hexdigest()[:32]
+    shown = claimed if len(claimed) <= 1000 else claimed[:1000] + "..."
+    return derived, f"{message} (the message claimed job id {shown!r})"
 
 
 def _matching(identifier: int | str) -> Any:

@@ -119,6 +119,12 @@ class DatabaseUnavailableError(DriverUnavailableError):
     """The database cannot be reached, or lacks the `queue_jobs` table."""
 
 
+class PushTooLargeError(DatabaseUnavailableError):
+    """MySQL/MariaDB refused a push larger than its `max_allowed_packet`; nothing was queued."""
+
+    retryable = False
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A job this worker holds: its envelope, its row and the lease token."""
@@ -209,7 +215,35 @@ class DatabaseDriver(Driver):
                             {"channel": NOTIFY_CHANNEL, "queue": queue},
                         )
 
-        _again_on_conflict(insert_rows)
+        try:
+            _again_on_conflict(insert_rows)
+        except DatabaseUnavailableError as error:
+            self._raise_if_too_large(name, rows, error)
+            raise
+
+    def _raise_if_too_large(
+        self, name: str, rows: Sequence[dict[str, Any]], error: DatabaseUnavailableError
+    ) -> None:
+        """Name `max_allowed_packet` when that is why MySQL/MariaDB dropped a push.
+
+        The server then closes the connection ("server has gone away"), which
+        reads like an outage; asking for the limit afterwards tells them apart.
+        """
+        engine = self.connections.engine(name)
+        if engine.dialect.name not in ("mysql", "mariadb"):
+            return
+        size = sum(len(row["payload"]) for row in rows)
+        try:
+            with engine.connect() as connection:
+                limit = int(connection.execute(text("SELECT @@max_allowed_packet")).scalar_one())
+        except Exception:
+            return
+        if size >= limit:
+            raise PushTooLargeError(
+                f"cannot push to database connection {name!r}: the job(s) take {size:,} bytes, "
+                f"more than the server's max_allowed_packet of {limit:,} bytes; nothing was "
+                "queued (raise max_allowed_packet, or pass a reference to the data instead)"
+            ) from error
 
     @staticmethod
     def _row(

@@ -22,9 +22,9 @@ from queueing.clock import ManualClock
 from queueing.connections import Connections
 from queueing.drivers.database import DatabaseDriver, DatabaseUnavailableError
 from queueing.execution import Outcome
-from queueing.failed import DatabaseFailedJobStore
+from queueing.failed import DatabaseFailedJobStore, FailedJob
 from queueing.operations import retry_failed
-from queueing.payload import DIGEST_SIZE, MAGIC
+from queueing.payload import DIGEST_SIZE, MAGIC, Envelope
 from queueing.schema import metadata, queue_jobs
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import (
@@ -784,3 +784,28 @@ def test_the_jobs_a_dead_worker_process_held_are_given_back_at_once_with_their_a
     assert attempts == {pushed[0]: (1, None), pushed[1]: (0, None), pushed[2]: (0, None)}
     again = backend.driver.reserve(["default"])
     assert again is not None and again.envelope.attempts in (1, 2)
+
+
+def test_a_failure_whose_claimed_id_is_too_long_is_stored_under_a_derived_id(
+    backend: Backend,
+) -> None:
+    claimed = "x" * 300
+    envelope = Envelope(
+        id=claimed,
+        name="app.jobs.Innocent",
+        queue="q" * 250,
+        driver="amqp",
+        created="2026-12-01T00:00:00+00:00",
+        available_at=0.0,
+        body=b"not ours",
+        attempts=1,
+    )
+    failure = FailedJob.from_error(envelope, ValueError("not signed"), 0.0, reason="signature")
+
+    backend.store.store(failure)
+    backend.store.store(failure)  # the same message delivered again: still one row
+
+    [row] = backend.failures()
+    assert len(row.uuid) == 32 and row.uuid != claimed[:32]
+    assert repr(claimed) in row.message
+    assert row.queue == "q" * 191
