@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from container import Container
+from container import Container, ResolutionError
 from queueing.clock import Clock, SystemClock
 from queueing.failed import FailedJob, FailedJobStore
-from queueing.job import Queueable, retry_policy
+from queueing.job import Fail, JobFailedByItself, Queueable, Release, retry_policy, take_decision
 from queueing.payload import CorruptPayloadError, Envelope, ForgedPayloadError, Signer
 
 logger = logging.getLogger("queueing.execution")
@@ -31,6 +31,8 @@ class Outcome(enum.StrEnum):
 
     DONE = "done"
     RETRY = "retry"
+    # The job asked to go back on its queue (`self.release`): no attempt spent.
+    RELEASED = "released"
     FAILED = "failed"
     PARKED = "parked"
 
@@ -49,6 +51,11 @@ class ShuttingDown(Interrupted):
 
 class JobError(Exception):
     """A job cannot be run as pushed (no such callback, nothing callable)."""
+
+
+# Errors that no later attempt can mend: the job as pushed cannot be built or
+# called. They fail the job at once instead of spending its retries.
+CANNOT_SUCCEED: tuple[type[Exception], ...] = (JobError, ResolutionError)
 
 
 class WorkerDiedError(RuntimeError):
@@ -81,6 +88,18 @@ class Result:
         state = dict(self.__dict__)
         state["error"] = None  # exceptions do not always pickle; the text does
         return state
+
+    def again(self, now: float) -> Envelope | None:
+        """The envelope to queue once more after this attempt, or None when it settled.
+
+        A retry keeps the attempt it spent; a release gives it back.
+        """
+        if self.outcome is Outcome.RETRY:
+            return self.envelope.later(now + self.retry_in)
+        if self.outcome is Outcome.RELEASED:
+            envelope = replace(self.envelope, attempts=max(0, self.envelope.attempts - 1))
+            return envelope.later(now + self.retry_in)
+        return None
 
 
 class JobRunner:
@@ -115,12 +134,37 @@ class JobRunner:
             if isinstance(obj, type):
                 instance = self.container.make(obj)
             function = self._callable(instance, job["callback"], envelope.name)
+            take_decision(instance)  # one made before the push is not this attempt's
             self.container.call(function, *job["args"], **job["kwargs"])
         except TimedOut as timeout:
             error = TimeoutError(str(timeout))
             error.__traceback__ = timeout.__traceback__
-            return self._after_error(envelope, job, instance, error, started)
+            return self._decided(envelope, job, instance, started, error)
         except Exception as error:
+            return self._decided(envelope, job, instance, started, error)
+        return self._decided(envelope, job, instance, started, None)
+
+    def _decided(
+        self,
+        envelope: Envelope,
+        job: dict[str, Any],
+        instance: Any,
+        started: float,
+        error: Exception | None,
+    ) -> Result:
+        """The outcome of an attempt: the job's own decision first, then its error if any."""
+        decision = take_decision(instance)
+        if isinstance(decision, Release):
+            text = f"{type(error).__name__}: {error}" if error is not None else ""
+            return Result(
+                envelope, Outcome.RELEASED, time.perf_counter() - started, decision.delay, text
+            )
+        if isinstance(decision, Fail):
+            failure = decision.error
+            if not isinstance(failure, Exception):
+                failure = JobFailedByItself(str(failure))
+            return self._after_error(envelope, job, instance, failure, started, final=True)
+        if error is not None:
             return self._after_error(envelope, job, instance, error, started)
         return Result(envelope, Outcome.DONE, time.perf_counter() - started)
 
@@ -137,14 +181,14 @@ class JobRunner:
         attempt = attempt or self.run
         self.clock.sleep(envelope.available_at - self.clock.now())
         while True:
-            envelope = envelope.started()
-            result = attempt(envelope)
+            result = attempt(envelope.started())
             if report is not None:
                 report(result)
-            if result.outcome is not Outcome.RETRY:
+            again = result.again(self.clock.now())
+            if again is None:
                 return result
-            self.clock.sleep(result.retry_in)
-            envelope = envelope.later(self.clock.now())
+            self.clock.sleep(again.available_at - self.clock.now())
+            envelope = again
 
     def abandon(self, envelope: Envelope, error: Exception) -> Result:
         """Settle an attempt that ended without a result (its process died, it timed out).
@@ -182,14 +226,22 @@ class JobRunner:
         instance: Any,
         error: Exception,
         started: float,
+        final: bool = False,
     ) -> Result:
+        """Retry the attempt or fail the job for good; `final` rules a retry out."""
         duration = time.perf_counter() - started
         text = f"{type(error).__name__}: {error}"
         trace = "".join(traceback.format_exception(error))
         # The built instance governs when there is one; otherwise the job's
         # class does, looked up only now since a job that succeeds never needs it.
         policy = instance if isinstance(instance, Queueable) else retry_policy(job["obj"])
-        if policy is not None and envelope.attempts < policy.attempts_allowed():
+        if (
+            not final
+            and policy is not None
+            and envelope.attempts < policy.attempts_allowed()
+            and not isinstance(error, CANNOT_SUCCEED)
+            and policy.retries(error)
+        ):
             delay = policy.delay_before_retry(envelope.attempts)
             return Result(envelope, Outcome.RETRY, duration, delay, text, trace, error)
 

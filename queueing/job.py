@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
+
+from queueing.delay import seconds_to_wait
 
 
 class Queueable:
@@ -15,7 +19,16 @@ class Queueable:
     * `retry_delay`: seconds between attempts (default 1),
     * `backoff`: factor applied to the delay after each attempt (default 1, so
       the delay stays the same; 2 doubles it each time),
-    * `max_retry_delay`: an upper bound on the delay, in seconds.
+    * `max_retry_delay`: an upper bound on the delay, in seconds,
+    * `retry_on`: the exceptions worth another attempt (default: any
+      `Exception`); anything else fails the job at once,
+    * `fail_on`: exceptions that fail the job at once even when `retry_on`
+      covers them.
+
+    From inside `handle` a job may decide for itself: `self.release(delay)`
+    puts it back on its queue without spending the attempt, and
+    `self.fail(error)` fails it now, `failed()` called once. The decision
+    holds even if `handle` raises afterwards.
     """
 
     run_times: int = 3
@@ -23,6 +36,8 @@ class Queueable:
     retry_delay: float = 1.0
     backoff: float = 1.0
     max_retry_delay: float | None = None
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    fail_on: tuple[type[BaseException], ...] = ()
 
     def attempts_allowed(self) -> int:
         """Return how many attempts this job gets in all."""
@@ -37,6 +52,24 @@ class Queueable:
             delay = min(delay, float(self.max_retry_delay))
         return max(0.0, delay)
 
+    def retries(self, error: BaseException) -> bool:
+        """Say whether `error` is worth another attempt (attempts left aside)."""
+        return isinstance(error, self.retry_on) and not isinstance(error, self.fail_on)
+
+    def release(self, delay: Any = 0) -> None:
+        """Put this job back on its queue once `handle` returns, due after `delay`.
+
+        The attempt is not spent. `delay` is read like `wait=`: seconds, "10
+        minutes", a timedelta or an aware datetime.
+        """
+        self._decision = Release(seconds_to_wait(delay, time.time()))
+
+    def fail(self, error: BaseException | str | None = None) -> None:
+        """Fail this job once `handle` returns, whatever attempts it has left."""
+        if not isinstance(error, BaseException):
+            error = JobFailedByItself(error or f"{type(self).__qualname__} failed itself")
+        self._decision = Fail(error)
+
     def failed(self, payload: dict[str, Any], error: BaseException) -> None:
         """Called once when the job has used all its attempts.
 
@@ -45,6 +78,32 @@ class Queueable:
         The default does nothing: the worker already logs and stores the
         failure.
         """
+
+
+class JobFailedByItself(RuntimeError):
+    """The error a job's `fail("reason")` records when it gives no exception."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A job asked to go back on its queue, `delay` seconds from now."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class Fail:
+    """A job asked to be failed now, with `error`."""
+
+    error: BaseException
+
+
+def take_decision(job: Any) -> Release | Fail | None:
+    """Return and clear what the job decided during its attempt, if anything."""
+    decision = getattr(job, "_decision", None)
+    if decision is not None:
+        job._decision = None
+    return decision
 
 
 def retry_policy(obj: Any) -> Queueable | None:

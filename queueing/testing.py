@@ -23,7 +23,7 @@ from container import Container
 from queueing.clock import ManualClock
 from queueing.delay import seconds_to_wait
 from queueing.drivers.base import Driver
-from queueing.execution import JobRunner, Outcome, Result
+from queueing.execution import JobRunner, Result
 from queueing.failed import FailedJobStore, LoggingFailedJobStore
 from queueing.manager import Queue
 from queueing.payload import Envelope, Signer, job_name
@@ -198,10 +198,10 @@ class QueueFake(Queue):
         while due := sorted(self.due(), key=lambda envelope: envelope.available_at):
             for envelope in due:
                 self._waiting.remove(envelope)
-                started = envelope.started()
-                result = self.runner.run(started)
-                if result.outcome is Outcome.RETRY:
-                    self._waiting.append(started.later(self.clock.now() + result.retry_in))
+                result = self.runner.run(envelope.started())
+                again = result.again(self.clock.now())
+                if again is not None:
+                    self._waiting.append(again)
                 results.append(result)
         self.results.extend(results)
         return results

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from queueing.drivers.base import DriverUnavailableError
-from queueing.execution import JobRunner, Outcome, Result, ShuttingDown, TimedOut
+from queueing.execution import (
+    CANNOT_SUCCEED,
+    JobRunner,
+    Outcome,
+    Result,
+    ShuttingDown,
+    TimedOut,
+)
 from queueing.payload import Envelope
 from queueing.reporting import result_line, short_name
 
@@ -209,10 +216,15 @@ class Worker:
             self._settle(lambda: self.driver.acknowledge(held))
         elif result.outcome is Outcome.RETRY:
             self._settle(lambda: self.driver.release(held, result.retry_in))
+        elif result.outcome is Outcome.RELEASED:
+            self._settle(lambda: self.driver.release(held, result.retry_in, count_attempt=False))
         else:
             self._settle(lambda: self.driver.bury(held))
             self.errors(f"job {envelope.id} {result.outcome}: {result.error_text}")
-            if result.traceback and not self.options.quiet:
+            # A job that cannot be built or called gets one line: its traceback
+            # shows only our own frames, and failed_jobs keeps it anyway.
+            cannot_succeed = isinstance(result.error, CANNOT_SUCCEED)
+            if result.traceback and not self.options.quiet and not cannot_succeed:
                 self.errors(result.traceback.rstrip())
         self.processed += 1
         if not self.options.quiet:

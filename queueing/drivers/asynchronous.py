@@ -162,11 +162,11 @@ class AsyncDriver(Driver):
         try:
             while (envelope := self._next()) is not None:
                 try:
-                    started = envelope.started()
-                    result = self._attempt(started)
-                    if result.outcome is Outcome.RETRY:
+                    result = self._attempt(envelope.started())
+                    again = result.again(self.clock.now())
+                    if again is not None:
                         with self._condition:
-                            self._add(started.later(self.clock.now() + result.retry_in))
+                            self._add(again)
                 except Exception:
                     logger.exception("async driver: job %s could not be run", envelope.id)
                 finally:

@@ -495,7 +495,7 @@ def test_a_plain_class_runs_once_and_gets_no_failed_callback(
     assert failed_store.reasons == ["failed"]
 
 
-def test_a_resolution_error_fails_the_job_naming_the_missing_binding(
+def test_a_job_that_cannot_be_built_fails_at_once_naming_the_missing_binding(
     settle: Callable[..., Any],
     envelope_for: Callable[..., Envelope],
     failed_store: Any,
@@ -504,9 +504,33 @@ def test_a_resolution_error_fails_the_job_naming_the_missing_binding(
 
     expected = "cannot build NeedsUnbound: parameter 'service: Unbound' has no binding"
     assert result.outcome is Outcome.FAILED
-    assert len(attempts) == NeedsUnbound.run_times
+    assert len(attempts) == 1  # no retry can mend a missing binding
     assert expected in result.error_text
     assert failed_store.failures[0].message == expected
+    assert "Traceback" in failed_store.failures[0].traceback
+
+
+def test_a_missing_handle_argument_fails_at_once_naming_the_parameter(
+    settle: Callable[..., Any],
+    envelope_for: Callable[..., Envelope],
+    journal: Journal,
+) -> None:
+    result, attempts = settle(envelope_for(Counted("x")))
+
+    assert result.outcome is Outcome.FAILED
+    assert len(attempts) == 1
+    assert "parameter 'suffix: str' has no" in result.error_text
+    assert journal.entries == []
+
+
+def test_a_callback_that_does_not_exist_fails_at_once(
+    settle: Callable[..., Any], envelope_for: Callable[..., Envelope], journal: Journal
+) -> None:
+    result, attempts = settle(envelope_for(AlwaysFails, callback="nosuch"))
+
+    assert result.outcome is Outcome.FAILED
+    assert len(attempts) == 1
+    assert "has no method 'nosuch'" in result.error_text
 
 
 def test_an_attribute_error_inside_handle_is_reported_as_itself(
@@ -647,3 +671,122 @@ def test_a_plain_function_that_killed_its_worker_once_is_not_run_again(
     assert read_notes(notes) == []
     [failure] = failed_store.failures
     assert (failure.reason, failure.exception_type) == ("died", "WorkerDiedError")
+
+
+# Jobs that decide for themselves ------------------------------------------------------
+
+
+class RetriesOnlyTimeouts(AlwaysFails):
+    """Another attempt may mend a timeout, never a bad value."""
+
+    retry_on = (TimeoutError,)
+
+    def handle(self, *args: Any) -> None:
+        self.journal.entries.append(("attempt", args))
+        raise (TimeoutError if args == ("timeout",) else ValueError)(args[0])
+
+
+class FailsOnValueErrors(AlwaysFails):
+    """Retries anything but a ValueError."""
+
+    fail_on = (ValueError,)
+
+    def handle(self, *args: Any) -> None:
+        self.journal.entries.append(("attempt", args))
+        raise ValueError("the input is wrong")
+
+
+class ReleasesUntilThird(AlwaysFails):
+    """Asks to go back on the queue twice, then succeeds."""
+
+    run_times = 1
+
+    def handle(self, *args: Any) -> None:
+        self.journal.entries.append(("attempt", args))
+        if len(self.journal.entries) < 3:
+            self.release("5 seconds")
+
+
+class FailsItself(AlwaysFails):
+    """Gives up at once with its own reason, however many attempts are left."""
+
+    def handle(self, *args: Any) -> None:
+        self.journal.entries.append(("attempt", args))
+        self.fail("the account is closed")
+
+
+class FailsItselfThenRaises(AlwaysFails):
+    """Decides to fail, then raises something else."""
+
+    def handle(self, *args: Any) -> None:
+        self.journal.entries.append(("attempt", args))
+        self.fail(PermissionError("no access"))
+        raise RuntimeError("raised after deciding")
+
+
+def test_retry_on_limits_retries_to_the_exceptions_it_names(
+    settle: Callable[..., Any], envelope_for: Callable[..., Envelope], journal: Journal
+) -> None:
+    timeout, timeout_attempts = settle(envelope_for(RetriesOnlyTimeouts, args=("timeout",)))
+    assert (timeout.outcome, len(timeout_attempts)) == (Outcome.FAILED, 3)
+
+    journal.entries.clear()
+    bad, bad_attempts = settle(envelope_for(RetriesOnlyTimeouts, args=("bad",)))
+    assert (bad.outcome, len(bad_attempts)) == (Outcome.FAILED, 1)
+    assert bad.error_text == "ValueError: bad"
+    assert len(journal.failures) == 2
+
+
+def test_fail_on_fails_at_once_on_the_exceptions_it_names(
+    settle: Callable[..., Any], envelope_for: Callable[..., Envelope], journal: Journal
+) -> None:
+    result, attempts = settle(envelope_for(FailsOnValueErrors))
+
+    assert (result.outcome, len(attempts)) == (Outcome.FAILED, 1)
+    [(payload, error)] = journal.failures
+    assert payload["ran"] == 1 and isinstance(error, ValueError)
+
+
+def test_release_puts_the_job_back_after_its_delay_without_spending_the_attempt(
+    settle: Callable[..., Any],
+    envelope_for: Callable[..., Envelope],
+    journal: Journal,
+    manual_clock: ManualClock,
+) -> None:
+    begun = manual_clock.now()
+
+    result, attempts = settle(envelope_for(ReleasesUntilThird))
+
+    assert [attempt.outcome for attempt in attempts] == [
+        Outcome.RELEASED,
+        Outcome.RELEASED,
+        Outcome.DONE,
+    ]
+    assert [attempt.envelope.attempts for attempt in attempts] == [1, 1, 1]
+    assert attempts[0].retry_in == 5.0
+    assert manual_clock.now() - begun == 10.0
+    assert result.outcome is Outcome.DONE and journal.failures == []
+
+
+def test_fail_from_handle_fails_now_and_calls_failed_once(
+    settle: Callable[..., Any],
+    envelope_for: Callable[..., Envelope],
+    journal: Journal,
+    failed_store: Any,
+) -> None:
+    result, attempts = settle(envelope_for(FailsItself))
+
+    assert (result.outcome, len(attempts)) == (Outcome.FAILED, 1)
+    [(_payload, error)] = journal.failures
+    assert str(error) == "the account is closed"
+    assert failed_store.failures[0].message == "the account is closed"
+
+
+def test_a_decision_to_fail_holds_when_handle_raises_afterwards(
+    settle: Callable[..., Any], envelope_for: Callable[..., Envelope], journal: Journal
+) -> None:
+    result, attempts = settle(envelope_for(FailsItselfThenRaises))
+
+    assert (result.outcome, len(attempts)) == (Outcome.FAILED, 1)
+    [(_payload, error)] = journal.failures
+    assert isinstance(error, PermissionError)

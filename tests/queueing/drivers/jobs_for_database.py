@@ -117,3 +117,18 @@ class FailWhileBroken(Queueable):
         if (Path(directory) / "broken").exists():
             raise RuntimeError(f"{name}: the mail server is down")
         write_marker(directory, name)
+
+
+class ReleasesOnce(Queueable):
+    """Asks to go back on the queue on its first run (a rate limit, say); runs on the next."""
+
+    run_times = 1
+
+    def handle(self, directory: str, name: str) -> None:
+        """Release on the first run, leave the marker on the second."""
+        first = not markers(directory, name, "attempt")
+        write_marker(directory, name, "attempt")
+        if first:
+            self.release(0.2)
+            return
+        write_marker(directory, name)

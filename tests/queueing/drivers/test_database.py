@@ -28,6 +28,7 @@ from queueing.payload import DIGEST_SIZE, MAGIC, Envelope
 from queueing.schema import metadata, queue_jobs
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import (
+    ENGINES,
     START,
     Backend,
     drop_queue_jobs,
@@ -809,3 +810,29 @@ def test_a_failure_whose_claimed_id_is_too_long_is_stored_under_a_derived_id(
     assert len(row.uuid) == 32 and row.uuid != claimed[:32]
     assert repr(claimed) in row.message
     assert row.queue == "q" * 191
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_job_that_releases_itself_runs_again_later_with_its_attempt_given_back(
+    engine: str, tmp_path: Path, markers_dir: Path
+) -> None:
+    with open_backend(engine, tmp_path) as backend:
+        _release_and_run(backend, markers_dir)
+
+
+def _release_and_run(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.ReleasesOnce, args=[str(markers_dir), "polite"])
+    lines: list[str] = []
+
+    Worker(
+        backend.driver,
+        backend.runner,
+        WorkerOptions(stop_when_empty=True, sleep=0.05),
+        output=lines.append,
+        errors=lines.append,
+    ).run()
+
+    assert len(jobs.markers(markers_dir, "polite", "attempt")) == 2
+    assert len(jobs.markers(markers_dir, "polite")) == 1
+    assert backend.jobs() == [] and backend.failures() == []
+    assert "released" in lines[0] and "done" in lines[1]
