@@ -22,8 +22,9 @@ metadata the worker needs without unpickling travels in properties
 (`message_id` is the job id, `type` the job name, `timestamp`) and headers
 (`job-attempts`, `job-created`, `job-available-at-ms`, `job-signature`, a
 copy of the body's HMAC for operators: the worker checks the one inside the
-body; and `job-name` when the name is too long for `type`). The queue is
-the one the message is consumed from.
+body; `job-name` when the name is too long for `type`; and
+`job-unconfirmed-death` on a suspect, below). The queue is the one the
+message is consumed from, or whose suspects queue it is.
 
 Working. A worker's deliveries come from a consumer connection driven by a
 background thread, which only moves frames: it keeps heartbeats flowing and
@@ -85,8 +86,9 @@ one returns False, as a lost database lease does.
 
 Counting. AMQP can ask a queue for its ready messages, but cannot list queues
 nor count unacknowledged messages, so `counts()` reports `pending` (ready
-messages of the channel's queue), `reserved` 0, and `delayed` only for the
-holding queues this process has used: 0 from a fresh `craft queue:status`.
+messages of the channel's queue and of its suspects queue), `reserved` 0,
+and `delayed` only for the holding queues this process has used: 0 from a
+fresh `craft queue:status`.
 RabbitMQ's management UI or `rabbitmqctl list_queues name messages_ready
 messages_unacknowledged` show the rest.
 """

@@ -1,0 +1,431 @@
+"""Faults on the `amqp` driver: jobs that kill their worker, broker restarts, forged ids.
+
+Every test works on queues of its own (random names) and deletes them after.
+Workers are real `craft queue:work --driver amqp` processes in a copy of the
+project (`make_project`) whose failed jobs go to its SQLite file;
+`markers_dir` comes from this folder's conftest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.engine import Engine
+
+from container import Container
+from queueing import JobRunner, Queue, Signer
+from queueing.connections import Connections
+from queueing.drivers.amqp import AmqpDriver, holding_delay, holding_queue_name, suspects_queue_name
+from queueing.failed import DatabaseFailedJobStore
+from queueing.payload import MAGIC
+from queueing.schema import failed_jobs, metadata
+from queueing.worker import Worker, WorkerOptions
+from tests.database_fixtures import (
+    WorkerProcess,
+    engine_url,
+    make_project,
+    new_key,
+    project_env,
+    rows,
+    start_worker,
+    wait_until,
+)
+from tests.queueing.drivers import jobs_for_amqp as jobs
+from tests.queueing.drivers import jobs_for_amqp_faults as faults
+from tests.services import require, services_required
+
+# A worker that dies is started again, up to this many times in all.
+WORKER_STARTS = 10
+
+
+class Broker:
+    """A plain pika connection to RabbitMQ, for looking at queues as an operator would."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.channel = self.connection.channel()
+        self.names: set[str] = set()
+
+    def name(self) -> str:
+        """Return a fresh queue name; it, its suspects and its holding queues go at the end."""
+        name = f"test-amqp-faults-{uuid.uuid4().hex[:12]}"
+        self.names |= {name, suspects_queue_name(name)}
+        return name
+
+    def delayed(self, queue: str, seconds: float) -> None:
+        """Delete at the end the holding queues a delay of about `seconds` may use."""
+        for late in range(100):
+            self.names.add(holding_queue_name(queue, holding_delay(seconds - late / 1000)))
+
+    def ready(self, queue: str) -> int:
+        """Return the ready messages of `queue` (0 when it does not exist)."""
+        try:
+            return self._channel().queue_declare(queue, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+
+    def publish(self, queue: str, body: bytes, **properties: Any) -> None:
+        """Publish raw bytes to `queue`, as anyone with access to the broker could."""
+        self._channel().queue_declare(queue, durable=True)
+        self._channel().basic_publish(
+            "", queue, body, pika.BasicProperties(delivery_mode=2, **properties)
+        )
+
+    def answers(self) -> bool:
+        """Say whether the broker takes connections again."""
+        try:
+            self._channel()
+        except pika.exceptions.AMQPConnectionError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Delete the test's queues and close."""
+        for name in self.names:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self._channel().queue_delete(name)
+        if self.connection.is_open:
+            self.connection.close()
+
+    def _channel(self) -> Any:
+        # A connection lost with a broker restart, or a channel closed by a
+        # failed passive declare, is replaced here.
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            if self.connection.is_open:
+                self.connection.process_data_events(0)
+        if not self.connection.is_open:
+            self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            self.channel = self.connection.channel()
+        if not self.channel.is_open:
+            self.channel = self.connection.channel()
+        return self.channel
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """RabbitMQ through a plain connection; the test's queues are deleted after."""
+    require("rabbitmq")
+    broker = Broker()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def queue_name(broker: Broker) -> str:
+    """The test's queue."""
+    return broker.name()
+
+
+@pytest.fixture
+def key() -> str:
+    """The application key of the test's pushes and workers."""
+    return new_key()
+
+
+@pytest.fixture
+def drivers() -> Iterator[Callable[..., AmqpDriver]]:
+    """Make amqp drivers; each is closed after the test."""
+    made: list[AmqpDriver] = []
+
+    def make(**settings: Any) -> AmqpDriver:
+        driver = AmqpDriver(**settings)
+        made.append(driver)
+        return driver
+
+    yield make
+    for driver in made:
+        driver.close()
+
+
+@pytest.fixture
+def queue(drivers: Callable[..., AmqpDriver], queue_name: str, key: str) -> Queue:
+    """A `Queue` pushing to the test's amqp queue."""
+    driver = drivers(queue=queue_name)
+    return Queue({"amqp": lambda: driver}, "amqp", Signer(key))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project for `craft` processes."""
+    return make_project(tmp_path)
+
+
+@pytest.fixture
+def failed_engine(project: Path) -> Iterator[Engine]:
+    """The project's SQLite database, where workers store failed jobs in `failed_jobs`."""
+    engine = create_engine(f"sqlite:///{project / 'storage' / 'database.sqlite'}")
+    metadata.create_all(engine, tables=[failed_jobs])
+    yield engine
+    engine.dispose()
+
+
+def work_until_clean_exit(
+    project: Path, environment: dict[str, str], queue: str
+) -> list[WorkerProcess]:
+    """Run `craft queue:work --stop-when-empty` on `queue`, again each time it dies.
+
+    Returns the workers started, the last of which exited 0 (the test fails
+    otherwise).
+    """
+    started: list[WorkerProcess] = []
+    for _ in range(WORKER_STARTS):
+        worker = start_worker(
+            project, environment, "--driver", "amqp", "--channel", queue, "--stop-when-empty"
+        )
+        started.append(worker)
+        try:
+            status = worker.wait(timeout=30)
+        finally:
+            worker.kill()
+        if status == 0:
+            return started
+    last = started[-1]
+    raise AssertionError(
+        f"the worker died {WORKER_STARTS} times; the last one said:\n{last.output()}{last.errors()}"
+    )
+
+
+def rabbitmqctl(*arguments: str) -> None:
+    """Run `rabbitmqctl`; skip (or fail under QUEUE_REQUIRE_SERVICES=1) without it."""
+    if shutil.which("rabbitmqctl") is None:
+        reason = "rabbitmqctl is not installed here"
+        if services_required():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    subprocess.run(["rabbitmqctl", *arguments], check=True, capture_output=True, timeout=60)
+
+
+def reserve(driver: AmqpDriver, queue: str, timeout: float = 10) -> Any:
+    """Reserve a message of `queue`, waiting for it to arrive."""
+    deadline = time.monotonic() + timeout
+    while (held := driver.reserve([queue])) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing arrived on {queue} (waited {timeout:g}s)")
+        driver.wait_for_jobs([queue], None, 0.1, threading.Event())
+    return held
+
+
+# Jobs that kill their worker ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefetch", ["100", "1"])
+def test_a_job_killing_its_worker_is_failed_after_3_deaths_and_the_5_behind_it_run_once(
+    prefetch: str,
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    project: Path,
+    failed_engine: Engine,
+    key: str,
+) -> None:
+    [poison_id] = queue.push(faults.KillsWorker, args=[str(markers_dir), "poison"])
+    queue.push(*[jobs.Numbered(number) for number in range(5)], args=[str(markers_dir)])
+
+    environment = project_env(project, key, QUEUE_AMQP_PREFETCH=prefetch)
+    started = work_until_clean_exit(project, environment, queue_name)
+
+    assert len(jobs.markers(markers_dir, "poison", "started")) == 3
+    assert len(started) == 4
+    assert jobs.runs_by_name(markers_dir) == {f"n{number}": 1 for number in range(5)}
+    [failure] = rows(failed_engine, failed_jobs)
+    assert (failure.uuid, failure.reason, failure.attempts) == (poison_id, "died", 3)
+    assert "the worker died while running it" in failure.message, failure.message
+    assert broker.ready(queue_name) == broker.ready(suspects_queue_name(queue_name)) == 0
+
+
+def test_a_plain_function_killing_its_worker_runs_once_more_alone_then_is_failed(
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    project: Path,
+    failed_engine: Engine,
+    key: str,
+) -> None:
+    [function_id] = queue.push(faults.kill_worker, args=[str(markers_dir), "function"])
+    queue.push(jobs.Record, args=[str(markers_dir), "after"])
+
+    started = work_until_clean_exit(project, project_env(project, key), queue_name)
+
+    # Its first death cannot be told from sitting in a dead worker's prefetch;
+    # alone, it dies for certain, and both deaths count: it never runs a third time.
+    assert len(jobs.markers(markers_dir, "function", "started")) == 2
+    assert len(started) == 3
+    assert len(jobs.markers(markers_dir, "after")) == 1
+    [failure] = rows(failed_engine, failed_jobs)
+    assert (failure.uuid, failure.name, failure.reason) == (
+        function_id,
+        "tests.queueing.drivers.jobs_for_amqp_faults.kill_worker",
+        "died",
+    )
+    assert "the worker died while running it" in failure.message, failure.message
+    assert broker.ready(queue_name) == broker.ready(suspects_queue_name(queue_name)) == 0
+
+
+def test_jobs_prefetched_behind_a_job_killing_its_worker_keep_their_attempts(
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    project: Path,
+    failed_engine: Engine,
+    key: str,
+) -> None:
+    broker.delayed(queue_name, faults.FailsOnce.retry_delay)
+    [poison_id] = queue.push(faults.KillsWorker, args=[str(markers_dir), "poison"])
+    queue.push(faults.OneAttempt, args=[str(markers_dir), "single"])
+    queue.push(faults.FailsOnce, args=[str(markers_dir), "retried"])
+
+    work_until_clean_exit(project, project_env(project, key), queue_name)
+
+    # One attempt, and it runs; two attempts, and the second one runs after the first failed.
+    assert len(jobs.markers(markers_dir, "single")) == 1
+    assert len(jobs.markers(markers_dir, "retried", "attempt")) == 2
+    assert len(jobs.markers(markers_dir, "retried")) == 1
+    assert [failure.uuid for failure in rows(failed_engine, failed_jobs)] == [poison_id]
+
+
+def test_reserve_counts_the_deaths_of_the_job_in_hand_and_not_of_those_prefetched(
+    drivers: Callable[..., AmqpDriver],
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+) -> None:
+    [poison_id] = queue.push(jobs.Numbered(0), args=["/nowhere"])
+    others = set(queue.push(*[jobs.Numbered(number) for number in range(1, 6)], args=["/nowhere"]))
+
+    def next_worker_until_poison() -> tuple[AmqpDriver, int, dict[str, int]]:
+        """A new worker acknowledges every other job it is handed until it holds the poison."""
+        driver = drivers(queue=queue_name, prefetch=10)
+        seen: dict[str, int] = {}
+        while True:
+            held = reserve(driver, queue_name)
+            if held.envelope.id == poison_id:
+                return driver, held.envelope.attempts, seen
+            seen[held.envelope.id] = held.envelope.attempts
+            assert driver.acknowledge(held)
+
+    first, attempts, _ = next_worker_until_poison()
+    assert attempts == 1
+    wait_until(lambda: broker.ready(queue_name) == 0, 5, "the worker did not prefetch all 6")
+    first.close()  # it dies with the poison in hand and 5 jobs prefetched
+
+    # Alone, with its first death unconfirmed: nothing else is held while it runs.
+    second, attempts, _ = next_worker_until_poison()
+    assert attempts == 1
+    wait_until(
+        lambda: broker.ready(queue_name) + broker.ready(suspects_queue_name(queue_name)) == 5,
+        5,
+        "the worker running a suspect holds other messages",
+    )
+    second.close()
+
+    third, attempts, ran = next_worker_until_poison()
+    assert attempts == 3
+    assert ran == dict.fromkeys(others, 1)
+    third.close()
+
+    _, attempts, ran = next_worker_until_poison()
+    assert (attempts, ran) == (4, {})
+
+
+# Broker restarts and forged messages --------------------------------------------------------
+
+
+def test_an_idle_worker_survives_a_broker_restart_and_runs_a_job_pushed_after_it(
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    project: Path,
+    key: str,
+) -> None:
+    rabbitmqctl("status")
+    worker = start_worker(
+        project,
+        project_env(project, key),
+        "--driver",
+        "amqp",
+        "--channel",
+        queue_name,
+        "--sleep",
+        "0.2",
+    )
+    try:
+        wait_until(lambda: "worker" in worker.output() + worker.errors(), 30, "no worker started")
+        try:
+            rabbitmqctl("stop_app")
+        finally:
+            rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+        wait_until(broker.answers, 60, "RabbitMQ did not come back")
+
+        queue.push(jobs.Record, args=[str(markers_dir), "after-restart"])
+
+        wait_until(
+            lambda: jobs.markers(markers_dir, "after-restart"),
+            30,
+            "the idle worker did not run the job pushed after the restart",
+        )
+        assert worker.process.poll() is None
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, worker.errors()
+    finally:
+        worker.kill()
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_a_forged_message_with_a_255_character_id_is_stored_as_refused_and_acknowledged(
+    engine_name: str,
+    drivers: Callable[..., AmqpDriver],
+    broker: Broker,
+    queue_name: str,
+    key: str,
+    tmp_path: Path,
+) -> None:
+    # 255 bytes is the longest `message_id` AMQP carries, far longer than the id column.
+    claimed = "forged-" + "x" * 248
+    body = MAGIC + secrets.token_bytes(32) + b"not ours"
+    broker.publish(queue_name, body, message_id=claimed, type="evil.Job")
+    connections = Connections({"failed": engine_url(engine_name, tmp_path)}, "failed")
+    engine = connections.engine("failed")
+    metadata.create_all(engine, tables=[failed_jobs])
+    driver = drivers(queue=queue_name)
+    runner = JobRunner(Container(), Signer(key), DatabaseFailedJobStore(connections, "failed"))
+    mine = failed_jobs.c.queue == queue_name
+    try:
+        Worker(
+            driver,
+            runner,
+            WorkerOptions(queues=[queue_name], max_jobs=1, sleep=0.05, quiet=True),
+            output=lambda _line: None,
+            errors=lambda _line: None,
+        ).run()
+        with engine.begin() as connection:
+            stored = connection.execute(select(failed_jobs).where(mine)).all()
+            connection.execute(delete(failed_jobs).where(mine))
+    finally:
+        connections.close()
+
+    [record] = stored
+    assert (record.name, record.reason) == ("evil.Job", "signature")
+    assert claimed in record.message
+    driver.close()
+    assert broker.ready(queue_name) == 0
