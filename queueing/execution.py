@@ -73,7 +73,9 @@ class Result:
     """The outcome of one attempt, small enough to send between processes.
 
     `error` holds the exception itself only in the process that ran the job;
-    `error_text` and `traceback` travel everywhere.
+    `error_text` and `traceback` travel everywhere. `failure` is the record
+    to store when the job failed for good or was refused (None when a copy
+    of this job's failure is stored already).
     """
 
     envelope: Envelope
@@ -83,6 +85,7 @@ class Result:
     error_text: str = ""
     traceback: str = ""
     error: BaseException | None = field(default=None, compare=False)
+    failure: FailedJob | None = field(default=None, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -118,7 +121,21 @@ class JobRunner:
         self.clock = clock or SystemClock()
 
     def run(self, envelope: Envelope) -> Result:
-        """Run one attempt of `envelope`, whose `attempts` already counts it."""
+        """Run one attempt of `envelope` (its `attempts` counts it) and store any failure."""
+        result = self.attempt(envelope)
+        self.record(result)
+        return result
+
+    def record(self, result: Result) -> None:
+        """Store the failure `result` ended with, if any (the log takes it if the store fails)."""
+        if result.failure is not None:
+            self._store(result.failure)
+
+    def attempt(self, envelope: Envelope) -> Result:
+        """Run one attempt of `envelope` like `run`, leaving the failure to store in the result.
+
+        For a worker that stores it together with removing the job.
+        """
         started = time.perf_counter()
         try:
             job = self.signer.load(envelope.body)
@@ -201,8 +218,11 @@ class JobRunner:
         try:
             job = self.signer.load(envelope.body)
         except (ForgedPayloadError, CorruptPayloadError) as refusal:
-            return self._park(envelope, refusal, started)
-        return self._after_error(envelope, job, None, error, started)
+            result = self._park(envelope, refusal, started)
+        else:
+            result = self._after_error(envelope, job, None, error, started)
+        self.record(result)
+        return result
 
     # Steps ------------------------------------------------------------------------
 
@@ -245,6 +265,8 @@ class JobRunner:
             delay = policy.delay_before_retry(envelope.attempts)
             return Result(envelope, Outcome.RETRY, duration, delay, text, trace, error)
 
+        if self._stored_already(envelope):
+            return self._failed_before(envelope, duration)
         if isinstance(instance, Queueable):
             self._call_failed(instance, self._failed_payload(envelope, job), error)
         elif policy is not None:
@@ -254,8 +276,30 @@ class JobRunner:
                 envelope.name,
                 text,
             )
-        self._store(FailedJob.from_error(envelope, error, self.clock.now()))
-        return Result(envelope, Outcome.FAILED, duration, 0.0, text, trace, error)
+        failure = FailedJob.from_error(envelope, error, self.clock.now())
+        return Result(envelope, Outcome.FAILED, duration, 0.0, text, trace, error, failure)
+
+    def _stored_already(self, envelope: Envelope) -> bool:
+        """Whether this job's failure is stored: this is a copy delivered again after it."""
+        stored = getattr(self.failed_store, "has_failure", None)
+        if stored is None:
+            return False
+        try:
+            return bool(stored(envelope.id))
+        except Exception:
+            logger.exception("could not look whether job %s failed before", envelope.id)
+            return False
+
+    def _failed_before(self, envelope: Envelope, duration: float) -> Result:
+        """The result for a copy of a job whose failure is stored: settled, nothing called again."""
+        logger.warning(
+            "job %s (%s) came again after its failure was stored; "
+            "failed() is not called again and no second record is stored",
+            envelope.id,
+            envelope.name,
+        )
+        text = "FailedBefore: this job's failure was stored already"
+        return Result(envelope, Outcome.FAILED, duration, 0.0, text)
 
     def _died_too_often(
         self, envelope: Envelope, job: dict[str, Any], allowed: int, started: float
@@ -268,6 +312,8 @@ class JobRunner:
         )
         # The attempt about to start never runs: the record counts those spent.
         envelope = replace(envelope, attempts=spent)
+        if self._stored_already(envelope):
+            return self._failed_before(envelope, time.perf_counter() - started)
         obj = job["obj"]
         instance: Any = obj
         if isinstance(obj, type) and issubclass(obj, Queueable):
@@ -283,14 +329,18 @@ class JobRunner:
                 instance = None
         if isinstance(instance, Queueable):
             self._call_failed(instance, self._failed_payload(envelope, job), error)
-        self._store(FailedJob.from_error(envelope, error, self.clock.now(), reason="died"))
+        failure = FailedJob.from_error(envelope, error, self.clock.now(), reason="died")
         text = f"{type(error).__name__}: {error}"
-        return Result(envelope, Outcome.FAILED, time.perf_counter() - started, 0.0, text, "", error)
+        duration = time.perf_counter() - started
+        return Result(envelope, Outcome.FAILED, duration, 0.0, text, "", error, failure)
 
     def _park(self, envelope: Envelope, refusal: Exception, started: float) -> Result:
+        """Store a refused payload unloaded, with its reason (`signature` or `corrupt`).
+
+        Nothing is logged here: whoever runs the attempt reports the result
+        (the worker in one line), so a parked payload is told once.
+        """
         reason = getattr(refusal, "reason", "corrupt")
-        logger.error("job %s refused without loading it (%s): %s", envelope.id, reason, refusal)
-        self._store(FailedJob.from_error(envelope, refusal, self.clock.now(), reason=reason))
         return Result(
             envelope,
             Outcome.PARKED,
@@ -299,6 +349,7 @@ class JobRunner:
             f"{type(refusal).__name__}: {refusal}",
             "",
             refusal,
+            FailedJob.from_error(envelope, refusal, self.clock.now(), reason=reason),
         )
 
     def _call_failed(self, instance: Queueable, payload: dict[str, Any], error: Exception) -> None:

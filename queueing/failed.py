@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, inspect, select
+from sqlalchemy import delete, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from queueing.connections import Connections
 from queueing.payload import Envelope
-from queueing.schema import failed_jobs
+from queueing.schema import MissingTableError, failed_jobs
 
 logger = logging.getLogger("queueing.failed")
 
@@ -62,7 +62,7 @@ class FailedJob:
 class FailedJobStore(Protocol):
     """Keeps failed jobs so an operator can inspect and retry them."""
 
-    def store(self, failure: FailedJob) -> None:
+    def store(self, failure: FailedJob) -> Any:
         """Record `failure`."""
         ...
 
@@ -149,7 +149,7 @@ class StoredFailure:
 Requeue = Callable[[Connection, StoredFailure], None]
 
 
-class FailedTableMissingError(RuntimeError):
+class FailedTableMissingError(MissingTableError):
     """The `failed_jobs` table does not exist on the configured connection."""
 
 
@@ -180,8 +180,16 @@ class DatabaseFailedJobStore:
         with self.engine.connect() as connection:
             return inspect(connection).has_table(failed_jobs.name)
 
-    def store(self, failure: FailedJob) -> None:
-        """Insert `failure`; without the table, log it instead."""
+    def store(self, failure: FailedJob, then: Callable[[Connection], None] | None = None) -> bool:
+        """Insert `failure` unless this job's failure is stored already; say whether it was.
+
+        Keyed by the job id, so a job delivered again after its failure was
+        stored (its worker died before removing it) never gets a second
+        record. A row being retried (`RETRYING`) is replaced by the new
+        failure. `then` runs in the same transaction (the database driver
+        removes the job there), so the record and the removal commit
+        together. Without the table, the failure is logged instead.
+        """
         envelope = failure.envelope
         uuid, message = _fitting_id(envelope.id, failure.message)
         row = {
@@ -205,14 +213,51 @@ class DatabaseFailedJobStore:
         }
         try:
             with self.engine.begin() as connection:
-                # A job failing again after a retry replaces its earlier record.
-                connection.execute(delete(failed_jobs).where(failed_jobs.c.uuid == uuid))
-                connection.execute(insert(failed_jobs), row)
+                stored = self._insert_once(connection, row)
+                if then is not None:
+                    then(connection)
+                return stored
+        except IntegrityError:
+            # Another process stored this job's failure at the same moment.
+            if then is not None:
+                with self.engine.begin() as connection:
+                    then(connection)
+            return False
         except (OperationalError, ProgrammingError) as error:
             if self.available():
                 raise
             logger.warning("failed_jobs does not exist on %r (%s)", self.connection, error.orig)
             self.fallback.store(failure)
+            if then is not None:
+                with self.engine.begin() as connection:
+                    then(connection)
+            return True
+
+    @staticmethod
+    def _insert_once(connection: Connection, row: dict[str, Any]) -> bool:
+        existing = connection.execute(
+            select(failed_jobs.c.reason).where(failed_jobs.c.uuid == row["uuid"])
+        ).first()
+        if existing is not None and existing.reason != RETRYING:
+            return False
+        if existing is not None:
+            connection.execute(delete(failed_jobs).where(failed_jobs.c.uuid == row["uuid"]))
+        connection.execute(insert(failed_jobs), row)
+        return True
+
+    def has_failure(self, job_id: str) -> bool:
+        """Whether a failure of job `job_id` is stored (and not being retried)."""
+        uuid, _ = _fitting_id(job_id, "")
+        query = select(failed_jobs.c.id).where(
+            failed_jobs.c.uuid == uuid, failed_jobs.c.reason != RETRYING
+        )
+        try:
+            with self.engine.begin() as connection:
+                return connection.execute(query).first() is not None
+        except (OperationalError, ProgrammingError):
+            if self.available():
+                raise
+            return False
 
     def all(
         self,
@@ -278,22 +323,33 @@ class DatabaseFailedJobStore:
         """Hand one failure to `push` outside any transaction, then delete its row.
 
         For queues the failed store cannot share a transaction with (another
-        database, a broker, a driver that runs the job at push time). Nothing
-        is locked while `push` runs, so a job that runs and fails again at
-        once stores its new failure, which replaces this row; the delete
-        afterwards removes only the row as it was read. If `push` raises, the
-        row stays. A crash between the push and the delete leaves the job
-        queued and still listed as failed: queued twice at worst, never lost.
+        database, a broker, a driver that runs the job at push time). The row
+        is marked `RETRYING` first, and nothing is locked while `push` runs,
+        so a job that runs and fails again at once stores its new failure,
+        which replaces the marked row; the delete afterwards removes only the
+        marked row as it was read. If `push` raises, the row gets its reason
+        back. A crash after the push leaves the job queued and its row marked
+        `retrying`: listed, never lost.
         """
         failure = self.find(identifier)
         if failure is None:
             return None
-        push(failure)
+        this_row = (failed_jobs.c.id == failure.id) & (failed_jobs.c.failed_at == failure.failed_at)
+        with self._writing() as connection:
+            connection.execute(update(failed_jobs).where(this_row).values(reason=RETRYING))
+        try:
+            push(failure)
+        except BaseException:
+            with self._writing() as connection:
+                connection.execute(
+                    update(failed_jobs)
+                    .where(this_row, failed_jobs.c.reason == RETRYING)
+                    .values(reason=failure.reason)
+                )
+            raise
         with self._writing() as connection:
             connection.execute(
-                delete(failed_jobs).where(
-                    failed_jobs.c.id == failure.id, failed_jobs.c.failed_at == failure.failed_at
-                )
+                delete(failed_jobs).where(this_row, failed_jobs.c.reason == RETRYING)
             )
         return failure
 
@@ -309,12 +365,12 @@ class DatabaseFailedJobStore:
                 yield connection
         except (OperationalError, ProgrammingError) as error:
             if not self.available():
-                raise FailedTableMissingError(
-                    f"table failed_jobs does not exist on connection {self.connection!r}: "
-                    "run craft queue:table --failed and craft migrate"
-                ) from error
+                raise FailedTableMissingError("failed_jobs", self.connection) from error
             raise
 
+
+# The reason of a row whose job is being put back by `retry_elsewhere`.
+RETRYING = "retrying"
 
 # The longest job id `failed_jobs.uuid` holds (ours are 32 hex digits).
 ID_LENGTH = 36

@@ -56,8 +56,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from queueing.clock import Clock, SystemClock
 from queueing.connections import Connections
 from queueing.drivers.base import Driver, DriverUnavailableError
+from queueing.failed import DatabaseFailedJobStore, FailedJob
 from queueing.payload import Envelope
-from queueing.schema import queue_jobs
+from queueing.schema import MissingTableError, queue_jobs
 
 T = TypeVar("T")
 
@@ -117,6 +118,10 @@ NEXT_DUE = "SELECT MIN(available_at) FROM queue_jobs WHERE queue IN ({queue})"
 
 class DatabaseUnavailableError(DriverUnavailableError):
     """The database cannot be reached, or lacks the `queue_jobs` table."""
+
+
+class QueueTableMissingError(DatabaseUnavailableError, MissingTableError):
+    """The connection works but has no `queue_jobs` table."""
 
 
 class PushTooLargeError(DatabaseUnavailableError):
@@ -400,6 +405,40 @@ class DatabaseDriver(Driver):
         """Remove a job that failed for good (the runner has stored it already)."""
         return self.acknowledge(reservation)
 
+    def shares_transaction_with(self, reservation: Reservation, store: Any) -> bool:
+        """Whether `store` keeps failures in the database holding `reservation`'s row."""
+        if not isinstance(store, DatabaseFailedJobStore):
+            return False
+        return store.engine.url == self.connections.engine(reservation.connection).url
+
+    def bury_stored(
+        self, reservation: Reservation, failure: FailedJob, store: DatabaseFailedJobStore
+    ) -> bool:
+        """Store `failure` and remove the job's row in one transaction; False if the lease was lost.
+
+        A crash at any moment leaves either the job (run again, or settled as
+        a copy of its stored failure) or its record, never both, never two.
+        """
+        removed: list[bool] = []
+
+        def remove(connection: Connection) -> None:
+            deleted = connection.execute(
+                delete(queue_jobs).where(
+                    queue_jobs.c.id == reservation.row_id,
+                    queue_jobs.c.reserved_by == reservation.token,
+                )
+            )
+            removed.append(deleted.rowcount == 1)
+
+        try:
+            store.store(failure, then=remove)
+        except (OperationalError, DBAPIError) as error:
+            raise DatabaseUnavailableError(
+                f"cannot store a failed job on database connection {reservation.connection!r}: "
+                f"{_first_line(error)}"
+            ) from error
+        return bool(removed) and removed[-1]
+
     def release(
         self, reservation: Reservation, delay: float = 0.0, count_attempt: bool = True
     ) -> bool:
@@ -652,7 +691,7 @@ class DatabaseDriver(Driver):
         except dbapi.Error as error:
             message = _first_line(error)
             if _mentions_missing_table(message):
-                raise DatabaseUnavailableError(_missing_table(name)) from error
+                raise QueueTableMissingError("queue_jobs", name) from error
             if isinstance(error, dbapi.OperationalError | dbapi.InterfaceError):
                 self.connections.discard(name)
                 raise DatabaseUnavailableError(
@@ -718,7 +757,7 @@ class DatabaseDriver(Driver):
         name = channel or self.connection
         with self._transaction(name, "use") as connection:
             if not inspect(connection).has_table(queue_jobs.name):
-                raise DatabaseUnavailableError(_missing_table(name))
+                raise QueueTableMissingError("queue_jobs", name)
 
     # Connections ------------------------------------------------------------------
 
@@ -731,7 +770,7 @@ class DatabaseDriver(Driver):
                 yield connection
         except (OperationalError, ProgrammingError) as error:
             if _mentions_missing_table(str(error.orig)):
-                raise DatabaseUnavailableError(_missing_table(name)) from error
+                raise QueueTableMissingError("queue_jobs", name) from error
             if isinstance(error, OperationalError) or error.connection_invalidated:
                 raise DatabaseUnavailableError(
                     f"cannot {action} database connection {name!r}: {_first_line(error)}"
@@ -759,13 +798,6 @@ def _with_start(statement: str) -> str:
         f"WITH settled AS ({statement.strip()} RETURNING 1), "
         f"started AS ({START.strip()} RETURNING 1) "
         "SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM started)"
-    )
-
-
-def _missing_table(name: str) -> str:
-    return (
-        f"table queue_jobs does not exist on connection {name!r}: "
-        "run craft queue:table --jobs and craft migrate"
     )
 
 

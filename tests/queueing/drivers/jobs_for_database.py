@@ -132,3 +132,18 @@ class ReleasesOnce(Queueable):
             self.release(0.2)
             return
         write_marker(directory, name)
+
+
+class ExplodeAndNote(Queueable):
+    """Fails on its only attempt; its `failed()` writes a line to `journal` each time it runs."""
+
+    run_again_on_fail = False
+
+    def handle(self, journal: str) -> None:
+        """Raise at once."""
+        raise ValueError("boom")
+
+    def failed(self, payload: dict[str, object], error: BaseException) -> None:
+        """Note the call."""
+        with open(payload["args"][0], "a", encoding="utf-8") as file:  # type: ignore[index]
+            file.write("failed() called\n")

@@ -836,3 +836,60 @@ def _release_and_run(backend: Backend, markers_dir: Path) -> None:
     assert len(jobs.markers(markers_dir, "polite")) == 1
     assert backend.jobs() == [] and backend.failures() == []
     assert "released" in lines[0] and "done" in lines[1]
+
+
+# Exactly one failure record -------------------------------------------------------------
+
+
+def test_a_failed_job_is_stored_and_removed_in_one_transaction(backend: Backend) -> None:
+    backend.queue.push(jobs.Explode, args=["boom"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+    result = backend.runner.attempt(held.envelope)
+    assert result.failure is not None and backend.failures() == []
+
+    def crash(connection: Any) -> None:
+        raise RuntimeError("the worker died between the insert and the delete")
+
+    with pytest.raises(RuntimeError):
+        backend.store.store(result.failure, then=crash)
+    assert backend.failures() == [] and len(backend.jobs()) == 1  # nothing half-written
+
+    assert backend.driver.shares_transaction_with(held, backend.store)
+    assert backend.driver.bury_stored(held, result.failure, backend.store)
+    assert [row.uuid for row in backend.failures()] == [held.envelope.id]
+    assert backend.jobs() == []
+
+
+def test_storing_the_same_failure_twice_keeps_one_record(backend: Backend) -> None:
+    backend.queue.push(jobs.Explode, args=["boom"])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+    failure = backend.runner.attempt(held.envelope).failure
+    assert failure is not None
+
+    assert backend.store.store(failure) is True
+    assert backend.store.store(failure) is False
+
+    assert len(backend.failures()) == 1
+    assert backend.store.has_failure(held.envelope.id)
+
+
+def test_a_copy_of_a_job_whose_failure_was_stored_is_settled_without_failing_again(
+    backend: Backend, clock: ManualClock, markers_dir: Path
+) -> None:
+    journal = markers_dir / "failed-calls"
+    [job_id] = backend.queue.push(jobs.ExplodeAndNote, args=[str(journal)])
+    held = backend.driver.reserve(["default"])
+    assert held is not None
+    backend.runner.run(held.envelope)  # stored, then the worker dies before removing the job
+    clock.advance(61)
+
+    status, lines, _errors = work(backend)
+
+    assert status == 0
+    assert journal.read_text().splitlines() == ["failed() called"]
+    [row] = backend.failures()
+    assert (row.uuid, row.reason, row.attempts) == (job_id, "failed", 1)
+    assert backend.jobs() == []
+    assert any("stored already" in line for line in lines)
