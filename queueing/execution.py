@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import pickle
 import time
 import traceback
 from collections.abc import Callable
@@ -89,7 +90,13 @@ class Result:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["error"] = None  # exceptions do not always pickle; the text does
+        # The exception goes along when it pickles (the blocking async driver
+        # re-raises it in the pushing process); the text always does.
+        if state["error"] is not None:
+            try:
+                pickle.loads(pickle.dumps(state["error"]))
+            except Exception:
+                state["error"] = None
         return state
 
     def again(self, now: float) -> Envelope | None:

@@ -64,6 +64,7 @@ class AsyncDriver(Driver):
         exit_grace: float = 30.0,
         clock: Clock | None = None,
         output: Callable[[str], None] | None = None,
+        errors: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"async driver: mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -82,6 +83,7 @@ class AsyncDriver(Driver):
         self.exit_grace = float(exit_grace)
         self.clock = clock or SystemClock()
         self.output = output or print
+        self.errors = errors or (lambda line: print(line, file=sys.stderr, flush=True))
         self._schedule: list[tuple[float, int, Envelope]] = []
         self._order = itertools.count()
         self._condition = threading.Condition()
@@ -163,6 +165,11 @@ class AsyncDriver(Driver):
             while (envelope := self._next()) is not None:
                 try:
                     result = self._attempt(envelope.started())
+                    if result.outcome in (Outcome.FAILED, Outcome.PARKED):
+                        self.errors(
+                            f"async: job {envelope.id} ({envelope.name}) {result.outcome}: "
+                            f"{result.error_text}"
+                        )
                     again = result.again(self.clock.now())
                     if again is not None:
                         with self._condition:

@@ -121,6 +121,18 @@ def app_with_pid_service(root: Path) -> Container:
     return container
 
 
+class Stubborn(Exception):
+    """An exception that pickles but cannot be rebuilt from its pickle."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def explode_stubbornly() -> None:
+    raise Stubborn("cannot travel back", 7)
+
+
 def explode() -> None:
     raise ValueError("exploded in the job")
 
@@ -475,9 +487,39 @@ def test_multiprocess_blocking_surfaces_the_childs_traceback(
         container_factory=functools.partial(bootstrap, repo_root),
     )
 
-    with pytest.raises(JobFailedError) as raised:
+    with pytest.raises(ValueError, match="exploded in the job"):
         queue_for(driver, app.make(Signer)).push(explode)
 
+
+def test_multiprocess_blocking_surfaces_an_unpicklable_error_with_the_childs_traceback(
+    app: Container, async_driver: Callable[..., AsyncDriver], repo_root: Path
+) -> None:
+    driver = async_driver(
+        runner=app.make(JobRunner),
+        mode="multiprocess",
+        workers=1,
+        blocking=True,
+        container_factory=functools.partial(bootstrap, repo_root),
+    )
+
+    with pytest.raises(JobFailedError) as raised:
+        queue_for(driver, app.make(Signer)).push(explode_stubbornly)
+
     message = str(raised.value)
-    assert "ValueError: exploded in the job" in message
-    assert "in explode" in message
+    assert "Stubborn: cannot travel back" in message
+    assert "in explode_stubbornly" in message
+
+
+def test_a_background_job_that_fails_is_reported_on_stderr_with_its_id(
+    async_driver: Callable[..., AsyncDriver],
+    signer: Signer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    driver = async_driver()
+
+    [job_id] = queue_for(driver, signer).push(explode)
+
+    assert driver.drain(BOUNDED)
+    errors = capsys.readouterr().err
+    assert f"async: job {job_id} " in errors
+    assert "ValueError: exploded in the job" in errors
