@@ -17,22 +17,37 @@ from queueing.failed import DatabaseFailedJobStore
 
 DriverBuilder = Callable[[Container, dict[str, Any]], Driver]
 
+# The driver `Queue.push` uses when config/queue.py names none.
+DEFAULT_DRIVER = "database"
+
+
+def _given(settings: dict[str, Any], **names: str) -> dict[str, Any]:
+    """The constructor arguments for the settings present, by their argument names.
+
+    A setting left out gets the constructor's own default, so every default
+    lives in one place: the driver.
+    """
+    return {argument: settings[key] for key, argument in names.items() if key in settings}
+
 
 def _build_async(container: Container, settings: dict[str, Any]) -> Driver:
+    arguments = _given(
+        settings, mode="mode", workers="workers", blocking="blocking", exit_grace="exit_grace"
+    )
+    if "blocking" in arguments:
+        arguments["blocking"] = bool(arguments["blocking"])
     return AsyncDriver(
         container.make(JobRunner),
-        mode=settings.get("mode", "threading"),
-        workers=settings.get("workers"),
-        blocking=bool(settings.get("blocking", False)),
         container_factory=container.make("container.factory")
         if container.has("container.factory")
         else None,
-        exit_grace=float(settings.get("exit_grace", 30.0)),
+        **arguments,
     )
 
 
 def _build_sync(container: Container, settings: dict[str, Any]) -> Driver:
-    return SyncDriver(container.make(JobRunner), raise_errors=bool(settings.get("raise_errors")))
+    arguments = _given(settings, raise_errors="raise_errors")
+    return SyncDriver(container.make(JobRunner), **arguments)
 
 
 def _build_database(container: Container, settings: dict[str, Any]) -> Driver:
@@ -40,32 +55,52 @@ def _build_database(container: Container, settings: dict[str, Any]) -> Driver:
         raise ConfigurationError(
             "the database queue driver needs DatabaseProvider in config/application.py PROVIDERS"
         )
-    return DatabaseDriver(
-        container.make(Connections),
-        connection=settings.get("channel"),
-        queue=settings.get("queue", "default"),
-        retry_after=float(settings.get("retry_after", 90)),
-        prefetch=int(settings.get("prefetch", 1)),
+    arguments = _given(
+        settings,
+        channel="connection",
+        queue="queue",
+        retry_after="retry_after",
+        prefetch="prefetch",
     )
+    return DatabaseDriver(container.make(Connections), **_numbers(arguments))
 
 
 def _build_amqp(container: Container, settings: dict[str, Any]) -> Driver:
-    heartbeat = settings.get("heartbeat", 60)
-    blocked = settings.get("blocked_connection_timeout", 60)
-    return AmqpDriver(
-        host=settings.get("host") or "127.0.0.1",
-        port=settings.get("port"),
-        username=str(settings.get("username", "guest")),
-        password=str(settings.get("password", "guest")),
-        vhost=settings.get("vhost"),
-        queue=settings.get("channel") or "default",
-        url=settings.get("url") or None,
-        connection_attempts=int(settings.get("connection_attempts", 3)),
-        heartbeat=None if heartbeat is None else int(heartbeat),
-        prefetch=int(settings.get("prefetch", 1)),
-        publish_attempts=int(settings.get("publish_attempts", 3)),
-        blocked_connection_timeout=None if blocked is None else float(blocked),
+    arguments = _given(
+        settings,
+        host="host",
+        port="port",
+        username="username",
+        password="password",
+        vhost="vhost",
+        channel="queue",
+        url="url",
+        connection_attempts="connection_attempts",
+        heartbeat="heartbeat",
+        prefetch="prefetch",
+        publish_attempts="publish_attempts",
+        blocked_connection_timeout="blocked_connection_timeout",
     )
+    for text in ("username", "password"):
+        if text in arguments:
+            arguments[text] = str(arguments[text])
+    for optional in ("host", "queue", "url"):
+        if optional in arguments and not arguments[optional]:
+            del arguments[optional]
+    return AmqpDriver(**_numbers(arguments))
+
+
+# Settings read from the environment may arrive as text; these are numbers.
+_INTEGERS = ("prefetch", "connection_attempts", "publish_attempts", "heartbeat", "port")
+_FLOATS = ("retry_after", "blocked_connection_timeout")
+
+
+def _numbers(arguments: dict[str, Any]) -> dict[str, Any]:
+    """`arguments` with numeric settings made numbers (None kept: it means "none")."""
+    for name, kind in [*((n, int) for n in _INTEGERS), *((n, float) for n in _FLOATS)]:
+        if arguments.get(name) is not None:
+            arguments[name] = kind(arguments[name])
+    return arguments
 
 
 # Each driver: how to build it, and the settings it understands.
@@ -108,7 +143,8 @@ class QueueProvider(ServiceProvider):
 
     `config/queue.py` names the default driver in `DRIVER` and each driver's
     settings in `DRIVERS`; the `sync` driver is always available. The key
-    comes from `config/application.py` `KEY`. Failed jobs of every driver go
+    comes from `config/application.py` `KEY`, the keys before the last
+    rotations from `PREVIOUS_KEYS`. Failed jobs of every driver go
     to the `failed_jobs` table of `FAILED_CONNECTION` (default: the default
     database connection) when `DatabaseProvider` is listed; otherwise, or
     while the table is missing, they are logged.
@@ -120,7 +156,10 @@ class QueueProvider(ServiceProvider):
         configuration = container.make(Configuration)
         default, settings = read_queue_config(configuration)
 
-        container.instance(Signer, Signer(configuration.get("application", "KEY")))
+        container.instance(
+            Signer,
+            Signer(configuration.get("application", "KEY"), read_previous_keys(configuration)),
+        )
         failed_connection = configuration.get("queue", "FAILED_CONNECTION")
         if container.has(Connections):
             container.singleton(
@@ -148,6 +187,17 @@ class QueueProvider(ServiceProvider):
         )
 
 
+def read_previous_keys(configuration: Configuration) -> list[str]:
+    """Return `config/application.py` `PREVIOUS_KEYS` (default none), checked to be a list."""
+    keys = configuration.get("application", "PREVIOUS_KEYS", None) or []
+    if not isinstance(keys, list | tuple):
+        raise ConfigurationError(
+            "config/application.py: PREVIOUS_KEYS must be a list of keys "
+            "(APP_PREVIOUS_KEYS holds them comma-separated)"
+        )
+    return list(keys)
+
+
 def read_queue_config(configuration: Configuration) -> tuple[str, dict[str, dict[str, Any]]]:
     """Return the default driver and each driver's settings, checked."""
     drivers = configuration.get("queue", "DRIVERS", {}) or {}
@@ -168,7 +218,14 @@ def read_queue_config(configuration: Configuration) -> tuple[str, dict[str, dict
                 f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(DRIVERS[name][1]))})"
             )
         settings[name] = values
-    default = configuration.get("queue", "DRIVER", "async")
+    named = configuration.get("queue", "DRIVER", None)
+    default = named or DEFAULT_DRIVER
+    if not named and default not in settings:
+        raise ConfigurationError(
+            f"config/queue.py: DRIVER is not set, so the default {DEFAULT_DRIVER!r} is used, "
+            f"but DRIVERS does not configure it (configured: {', '.join(sorted(settings))}); "
+            "set DRIVER"
+        )
     if default not in settings:
         raise ConfigurationError(
             f"config/queue.py: DRIVER is {default!r}, which DRIVERS does not configure "

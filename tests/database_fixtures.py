@@ -142,7 +142,9 @@ def open_backend(
     connections = Connections({connection: url}, connection)
     key = new_key()
     signer = Signer(key)
-    driver = DatabaseDriver(connections, connection, retry_after=retry_after, clock=clock)
+    driver = DatabaseDriver(
+        connections, connection, retry_after=retry_after, prefetch=1, clock=clock
+    )
     store = DatabaseFailedJobStore(connections, connection)
     queue = Queue({"database": lambda: driver}, "database", signer, clock=clock)
     runner = JobRunner(Container(), signer, store, clock=clock)

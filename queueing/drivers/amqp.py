@@ -126,6 +126,9 @@ logger = logging.getLogger("queueing.amqp")
 T = TypeVar("T")
 
 DEFAULT_PORT = 5672
+# Messages a worker holds unacknowledged per queue: the one running and those
+# already on their way to it.
+DEFAULT_PREFETCH = 100
 DEFAULT_VHOST = "/"
 # The longest AMQP short string (the `type` property).
 SHORT_STRING_BYTES = 255
@@ -339,7 +342,7 @@ class AmqpDriver(Driver):
         url: str | None = None,
         connection_attempts: int = 3,
         heartbeat: int | None = 60,
-        prefetch: int = 1,
+        prefetch: int = DEFAULT_PREFETCH,
         publish_attempts: int = 3,
         blocked_connection_timeout: float | None = 60.0,
         clock: Clock | None = None,

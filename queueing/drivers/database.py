@@ -62,6 +62,8 @@ from queueing.schema import MissingTableError, queue_jobs
 
 T = TypeVar("T")
 
+# Due jobs a worker reserves at once under one lease.
+DEFAULT_PREFETCH = 10
 # The channel pushes NOTIFY on PostgreSQL, with the queue name as payload.
 NOTIFY_CHANNEL = "queue_jobs"
 # A transaction the server rolled back for a lock conflict runs again, this
@@ -173,7 +175,7 @@ class DatabaseDriver(Driver):
         connection: str | None = None,
         queue: str = "default",
         retry_after: float = 90.0,
-        prefetch: int = 1,
+        prefetch: int = DEFAULT_PREFETCH,
         clock: Clock | None = None,
     ) -> None:
         if retry_after <= 0:

@@ -18,6 +18,7 @@ from container import Container, ResolutionError
 from providers import Configuration, ConfigurationError, bootstrap
 from queueing import FailedJobStore, JobRunner, Queue, Signer
 from queueing.drivers import AsyncDriver, SyncDriver
+from queueing.drivers.amqp import DEFAULT_PREFETCH as DEFAULT_AMQP_PREFETCH
 
 APPLICATION = """
 from providers import QueueProvider
@@ -26,6 +27,10 @@ from providers.environment import env
 KEY = env("APP_KEY", None, cast=False)
 PROVIDERS = [QueueProvider]
 """
+
+
+# The job dict `Queue.push` signs for the function `print`.
+JOB_FOR_PRINT = {"obj": print, "args": (), "kwargs": {}, "callback": "handle"}
 
 
 def signed_body(queue: Queue, job: Any) -> bytes:
@@ -201,12 +206,27 @@ def test_driver_settings_reach_the_driver(
     assert (driver.mode, driver.workers, driver.blocking) == ("threading", 3, True)
 
 
-def test_without_driver_the_default_is_async(
+def test_without_driver_the_default_is_the_database_driver(
     make_project: Callable[..., Path], boot: Callable[..., Container]
 ) -> None:
     root = make_project('DRIVERS = {"async": {}}\n')
 
-    assert boot(root).make(Queue).default == "async"
+    with pytest.raises(ConfigurationError) as refused:
+        boot(root)
+
+    assert "DRIVER is not set, so the default 'database' is used" in str(refused.value)
+
+
+def test_a_driver_entry_without_prefetch_gets_the_drivers_documented_default(
+    make_project: Callable[..., Path], boot: Callable[..., Container]
+) -> None:
+    root = make_project('DRIVER = "amqp"\nDRIVERS = {"amqp": {"channel": "mail"}}\n')
+
+    driver = boot(root).make(Queue).connection("amqp")
+
+    assert (
+        (driver.prefetch, driver.default_queue) == (DEFAULT_AMQP_PREFETCH, "mail") == (100, "mail")
+    )
 
 
 def test_an_unknown_driver_is_a_configuration_error(
@@ -331,6 +351,62 @@ def test_the_key_can_come_from_the_projects_dotenv(
 
     body = signed_body(container.make(Queue), print)
     assert Signer(key).load(body)["obj"] is print
+
+
+ROTATED_APPLICATION = """
+from providers import QueueProvider
+from providers.environment import env, env_list
+
+KEY = env("APP_KEY", None, cast=False)
+PREVIOUS_KEYS = env_list("APP_PREVIOUS_KEYS")
+PROVIDERS = [QueueProvider]
+"""
+
+
+def test_jobs_signed_with_a_key_in_app_previous_keys_load_and_new_ones_use_app_key(
+    make_project: Callable[..., Path],
+    boot: Callable[..., Container],
+    app_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    older, old = secrets.token_hex(24), secrets.token_hex(24)
+    monkeypatch.setenv("APP_PREVIOUS_KEYS", f"{old},{older}")
+    root = make_project('DRIVER = "sync"\n', application=ROTATED_APPLICATION)
+
+    signer = boot(root).make(Signer)
+
+    for key in (old, older):
+        assert signer.load(Signer(key).dump(JOB_FOR_PRINT))["obj"] is print
+    assert Signer(app_key).load(signer.dump(JOB_FOR_PRINT))["obj"] is print
+
+
+def test_the_repositorys_config_reads_app_previous_keys(
+    app_environment: dict[str, Any],
+    repo_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    boot: Callable[..., Container],
+) -> None:
+    old = secrets.token_hex(24)
+    monkeypatch.setenv("APP_PREVIOUS_KEYS", old)
+
+    signer = boot(repo_root).make(Signer)
+
+    assert signer.load(Signer(old).dump(JOB_FOR_PRINT))["obj"] is print
+
+
+def test_previous_keys_given_as_one_string_in_config_are_a_clear_error(
+    make_project: Callable[..., Path], boot: Callable[..., Container]
+) -> None:
+    application = APPLICATION + 'PREVIOUS_KEYS = "base64:QUJDREVGR0hJSktMTU5PUA=="\n'
+    root = make_project('DRIVER = "sync"\n', application=application)
+
+    with pytest.raises(ConfigurationError) as refused:
+        boot(root)
+
+    assert str(refused.value) == (
+        "config/application.py: PREVIOUS_KEYS must be a list of keys "
+        "(APP_PREVIOUS_KEYS holds them comma-separated)"
+    )
 
 
 def test_the_environment_wins_over_the_projects_dotenv(

@@ -172,6 +172,7 @@ def drivers() -> Iterator[Callable[..., AmqpDriver]]:
     made: list[AmqpDriver] = []
 
     def make(**settings: Any) -> AmqpDriver:
+        settings.setdefault("prefetch", 1)  # one at a time unless a test says otherwise
         driver = AmqpDriver(**settings)
         made.append(driver)
         return driver

@@ -144,6 +144,7 @@ def drivers() -> Iterator[Callable[..., AmqpDriver]]:
     made: list[AmqpDriver] = []
 
     def make(**settings: Any) -> AmqpDriver:
+        settings.setdefault("prefetch", 1)
         driver = AmqpDriver(**settings)
         made.append(driver)
         return driver

@@ -110,7 +110,7 @@ def test_reservers_in_parallel_take_each_job_exactly_once(
 
     def reserve_all() -> None:
         driver = DatabaseDriver(
-            backend.connections, backend.connection, retry_after=60, clock=backend.clock
+            backend.connections, backend.connection, retry_after=60, prefetch=1, clock=backend.clock
         )
         try:
             while (held := driver.reserve(["default"])) is not None:
@@ -342,9 +342,12 @@ def test_a_forged_row_is_parked_unopened_and_the_worker_goes_on(
     assert status == 0
     assert jobs.markers(markers_dir, "forged", "unpickled") == []
     assert len(jobs.markers(markers_dir, "after")) == 1
-    assert [line.split()[2] for line in lines] == ["Innocent", "Record"]
-    assert "parked" in lines[0] and "done" in lines[1]
-    assert any("signature" in line for line in errors)
+    # The name is only what the row claims: the payload was never verified.
+    assert "unverified name 'app.jobs.Innocent'  " in lines[0] and "parked" in lines[0]
+    assert lines[1].split()[2] == "Record" and "done" in lines[1]
+    [told] = errors
+    assert told.startswith("job ") and "parked without loading it" in told
+    assert "unverified name 'app.jobs.Innocent': ForgedPayloadError: payload signature" in told
     [failure] = backend.failures()
     assert (failure.reason, failure.exception_type, failure.name) == (
         "signature",
@@ -464,7 +467,7 @@ def test_a_failure_records_the_connection_of_the_queue_not_of_the_failed_store(
         try:
             reset_tables(connections.engine("sqlite"))
             store = DatabaseFailedJobStore(connections, None)
-            driver = DatabaseDriver(connections, "pgsql", retry_after=60)
+            driver = DatabaseDriver(connections, "pgsql", retry_after=60, prefetch=1)
             runner = JobRunner(backend.runner.container, backend.runner.signer, store)
             backend.queue.push(jobs.Explode, args=["boom"])
             Worker(
