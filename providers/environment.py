@@ -1,4 +1,4 @@
-"""`env()`: read a setting from the environment or the project's `.env` file."""
+"""`env()` and `env_list()`: read a setting from the environment or the project's `.env` file."""
 
 from __future__ import annotations
 
@@ -34,6 +34,20 @@ def env(name: str, default: Any = None, cast: bool = True) -> Any:
     if value is None:
         return default
     return _cast(value) if cast else value
+
+
+def env_list(name: str) -> list[str]:
+    """Return the variable `name` read as a comma-separated list (empty when unset).
+
+    Items are stripped and empty items dropped, so `"a, b,"` is `["a", "b"]`.
+    Values are not cast.
+    """
+    return comma_separated(env(name, "", cast=False))
+
+
+def comma_separated(text: str) -> list[str]:
+    """Split `text` at commas into its stripped, non-empty items."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _cast(value: str) -> Any:

@@ -342,7 +342,7 @@ class JobRunner:
         return Result(envelope, Outcome.FAILED, duration, 0.0, text, "", error, failure)
 
     def _park(self, envelope: Envelope, refusal: Exception, started: float) -> Result:
-        """Store a refused payload unloaded, with its reason (`signature` or `corrupt`).
+        """Park a refused payload unloaded: its failure record carries the reason.
 
         Nothing is logged here: whoever runs the attempt reports the result
         (the worker in one line), so a parked payload is told once.

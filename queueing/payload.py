@@ -5,7 +5,9 @@ without unpickling (id, job name, queue, driver, created, attempts, when it is
 due) around a signed body. The body is the cloudpickled job (`obj`, `args`,
 `kwargs`, `callback`, ...) behind an HMAC-SHA256 of those bytes made with the
 application key. `Signer.load` checks the HMAC before it unpickles anything,
-so a body that someone else wrote is refused without ever being loaded.
+so a body that someone else wrote is refused without ever being loaded. After
+a key rotation the previous keys still verify (never sign), so jobs queued
+before it still run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import os
 import pickle
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -56,41 +59,73 @@ def decode_key(key: str | bytes | None) -> bytes:
     """Turn the configured key (`base64:...` or plain text) into HMAC key bytes."""
     if key is None or (isinstance(key, str | bytes) and not key.strip()):
         raise MissingKeyError(f"no application key is configured (APP_KEY): {MAKE_KEY_HINT}")
+    try:
+        return key_bytes(key)
+    except ValueError as problem:
+        raise MissingKeyError(f"the application key {problem}: {MAKE_KEY_HINT}") from problem
+
+
+def decode_previous_key(number: int, key: str | bytes) -> bytes:
+    """Turn entry `number` (from 1) of `APP_PREVIOUS_KEYS` into HMAC key bytes."""
+    try:
+        if isinstance(key, str | bytes) and not key.strip():
+            raise ValueError("is empty")
+        return key_bytes(key)
+    except ValueError as problem:
+        raise MissingKeyError(
+            f"previous key {number} in APP_PREVIOUS_KEYS {problem}: fix it or remove it"
+        ) from problem
+
+
+def key_bytes(key: str | bytes) -> bytes:
+    """Decode one key; a `ValueError` says what is wrong with it, without quoting it."""
     if isinstance(key, bytes):
         raw = key
-    elif key.startswith("base64:"):
+    elif isinstance(key, str) and key.startswith("base64:"):
         try:
             raw = base64.b64decode(key.removeprefix("base64:"), validate=True)
         except ValueError as error:
-            raise MissingKeyError(
-                f"the application key is not valid base64 ({error}): {MAKE_KEY_HINT}"
-            ) from error
-    else:
+            raise ValueError(f"is not valid base64 ({error})") from None
+    elif isinstance(key, str):
         raw = key.encode()
+    else:
+        raise ValueError(f"is a {type(key).__name__}, not text")
     if len(raw) < MINIMUM_KEY_BYTES:
-        raise MissingKeyError(
-            f"the application key is too short ({len(raw)} bytes, at least "
-            f"{MINIMUM_KEY_BYTES} needed): {MAKE_KEY_HINT}"
-        )
+        raise ValueError(f"is too short ({len(raw)} bytes, at least {MINIMUM_KEY_BYTES} needed)")
     return raw
 
 
 class Signer:
     """Signs bodies on push and verifies them before they are unpickled."""
 
-    def __init__(self, key: str | bytes | None) -> None:
+    def __init__(self, key: str | bytes | None, previous_keys: Iterable[str | bytes] = ()) -> None:
+        """Sign with `key`; accept signatures made with it or with any of `previous_keys`.
+
+        `previous_keys` are the keys used before the last rotations, newest
+        first. They only verify: nothing new is ever signed with them.
+        """
         try:
             self._key: bytes | None = decode_key(key)
+            previous = [
+                decode_previous_key(number, item) for number, item in enumerate(previous_keys, 1)
+            ]
             self._problem: MissingKeyError | None = None
         except MissingKeyError as problem:
-            self._key, self._problem = None, problem
-        # The HMAC keyed once: each signature starts from a copy of it.
+            self._key, self._problem, previous = None, problem, []
+        # Each key's HMAC is keyed once; every signature starts from a copy of it.
         self._keyed = None if self._key is None else hmac.new(self._key, digestmod=hashlib.sha256)
+        # The current key is tried first and alone in the common case; earlier
+        # keys only when it does not match, each once, in the order given.
+        self._previous = tuple(
+            hmac.new(raw, digestmod=hashlib.sha256)
+            for raw in dict.fromkeys(previous)
+            if raw != self._key
+        )
 
     def _mac(self, body: bytes) -> bytes:
         # Callers have asked `require_key` first.
         assert self._keyed is not None
-        mac = self._keyed.copy()
+        mac = self._keyed.copy()  # inline rather than `_digest`: this runs on every push and job
         mac.update(body)
         return mac.digest()
 
@@ -100,7 +135,7 @@ class Signer:
         return self._key is not None
 
     def require_key(self) -> bytes:
-        """Return the key, or raise `MissingKeyError` saying how to make one."""
+        """Return the key, or raise `MissingKeyError` saying what is missing or unusable."""
         if self._key is None:
             assert self._problem is not None
             raise MissingKeyError(str(self._problem))
@@ -127,9 +162,15 @@ class Signer:
             raise CorruptPayloadError("payload does not start with a signed header")
         mac_end = len(MAGIC) + DIGEST_SIZE
         mac, body = signed[len(MAGIC) : mac_end], signed[mac_end:]
-        if not hmac.compare_digest(mac, self._mac(body)):
-            raise ForgedPayloadError("payload signature does not match the application key")
-        return body
+        if hmac.compare_digest(mac, self._mac(body)) or any(
+            hmac.compare_digest(mac, _digest(keyed, body)) for keyed in self._previous
+        ):
+            return body
+        if self._previous:
+            raise ForgedPayloadError(
+                "payload signature matches neither the application key nor a previous key"
+            )
+        raise ForgedPayloadError("payload signature does not match the application key")
 
     def load(self, signed: bytes) -> dict[str, Any]:
         """Verify `signed`, then unpickle and return the job dict."""
@@ -141,6 +182,13 @@ class Signer:
         if not isinstance(job, dict) or "obj" not in job:
             raise CorruptPayloadError("signed payload is not a job")
         return job
+
+
+def _digest(keyed: hmac.HMAC, body: bytes) -> bytes:
+    """Return the HMAC of `body` from a copy of the already keyed `keyed`."""
+    mac = keyed.copy()
+    mac.update(body)
+    return mac.digest()
 
 
 def _dumps(job: dict[str, Any]) -> bytes:
@@ -192,7 +240,13 @@ def signature_of(signed: bytes) -> str:
 
 
 def job_name(obj: Any) -> str:
-    """Return the dotted name that identifies `obj` in logs, tables and headers."""
+    """Return the name that identifies `obj` in logs, tables and headers.
+
+    A class or function at the top of its module is `module.Name`. Anything
+    nested (a bound method, a lambda, a closure, a local class) is
+    `module:qualified.name`, so the colon marks where the module ends:
+    `app.jobs.reports:Report.send`, `app.jobs.reports:build.<locals>.<lambda>`.
+    """
     if isinstance(obj, functools.partial):
         return job_name(obj.func)
     if inspect.ismethod(obj):
@@ -202,7 +256,8 @@ def job_name(obj: Any) -> str:
     else:
         target = type(obj)
     module = getattr(target, "__module__", None) or "?"
-    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+    qualname = getattr(target, "__qualname__", None) or repr(target)
+    return f"{module}{':' if '.' in qualname else '.'}{qualname}"
 
 
 def new_job_id() -> str:

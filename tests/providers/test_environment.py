@@ -1,4 +1,4 @@
-"""`env()`: settings from the environment and `.env`, cast the way config files need."""
+"""`env()` and `env_list()`: settings from the environment and `.env`, as config files need."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from providers import env
+from providers.environment import env_list
 
 NAME = "QUEUE_TEST_SETTING"
 
@@ -92,3 +93,33 @@ def test_the_environment_wins_over_dotenv(
 
 def test_values_from_dotenv_are_cast_too(project_dir: Path) -> None:
     assert env("QUEUE_TEST_DOTENV_FLAG") is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "items"),
+    [
+        ("base64:QUJD,base64:REVG", ["base64:QUJD", "base64:REVG"]),
+        (" base64:QUJD , base64:REVG ,", ["base64:QUJD", "base64:REVG"]),
+        ("only-one", ["only-one"]),
+        ("", []),
+        (" , ", []),
+    ],
+)
+def test_env_list_splits_at_commas_and_drops_empty_items(
+    raw: str, items: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NAME, raw)
+
+    assert env_list(NAME) == items
+
+
+def test_env_list_of_an_unset_variable_is_empty(unset_env: Callable[[str], None]) -> None:
+    unset_env(NAME)
+
+    assert env_list(NAME) == []
+
+
+def test_env_list_does_not_cast_its_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(NAME, "42,true,none")
+
+    assert env_list(NAME) == ["42", "true", "none"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -64,6 +65,12 @@ class Collecting(Driver):
 def malicious_pickle(marker: Path) -> bytes:
     """A valid pickle of a job dict whose loading would create `marker`."""
     return pickle.dumps({"obj": WritesMarker(marker), "args": (), "callback": "handle"})
+
+
+@pytest.fixture
+def app_key_text() -> str:
+    """A key as `craft key` writes it: `base64:` and 32 random bytes."""
+    return "base64:" + base64.b64encode(os.urandom(32)).decode()
 
 
 def signed_with(key: bytes, body: bytes) -> bytes:
@@ -256,7 +263,7 @@ def test_runner_parks_an_unsigned_pickle_as_a_signature_failure(
     assert failed_store.reasons == ["signature"]
 
 
-def test_a_parked_payload_is_logged_with_its_id_and_reason(
+def test_a_parked_payload_is_reported_by_its_result_and_not_logged_a_second_time(
     runner: JobRunner, manual_clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     envelope = envelope_around(
@@ -264,12 +271,13 @@ def test_a_parked_payload_is_logged_with_its_id_and_reason(
         manual_clock.now(),
     )
 
-    runner.run(envelope)
+    result = runner.run(envelope)
 
-    assert any(
-        envelope.id in record.getMessage() and "signature" in record.getMessage()
-        for record in caplog.records
+    # The worker prints the one line from the result; the runner adds no log line of its own.
+    assert result.error_text == (
+        "ForgedPayloadError: payload signature does not match the application key"
     )
+    assert [record for record in caplog.records if envelope.id in record.getMessage()] == []
 
 
 def test_a_signed_body_that_is_not_a_pickle_is_corrupt(signer: Signer) -> None:
@@ -296,6 +304,106 @@ def test_runner_parks_a_corrupt_body(
 
 
 # The application key ----------------------------------------------------------------
+
+
+# Key rotation -----------------------------------------------------------------------
+
+OLD_KEY = b"the key before the rotation, 32b"
+OLDER_KEY = b"the key two rotations ago, 32 b."
+NEW_KEY = b"the key after the rotation, 32 b"
+
+
+def greet_job(*args: Any) -> dict[str, Any]:
+    """The job dict `Queue.push` signs for `Greet`."""
+    return {"obj": Greet, "args": args, "kwargs": {}, "callback": "handle"}
+
+
+def test_a_body_signed_with_a_previous_key_still_loads() -> None:
+    before = Signer(OLD_KEY).dump(greet_job("ada"))
+
+    job = Signer(NEW_KEY, [OLD_KEY]).load(before)
+
+    assert (job["obj"], job["args"]) == (Greet, ("ada",))
+
+
+def test_any_previous_key_verifies_not_only_the_newest() -> None:
+    signed_long_ago = Signer(OLDER_KEY).dump(greet_job())
+
+    assert Signer(NEW_KEY, [OLD_KEY, OLDER_KEY]).load(signed_long_ago)["obj"] is Greet
+
+
+def test_new_bodies_are_signed_with_the_current_key_only() -> None:
+    body = Signer(NEW_KEY, [OLD_KEY]).dump(greet_job())
+
+    assert Signer(NEW_KEY).load(body)["obj"] is Greet
+    with pytest.raises(ForgedPayloadError):
+        Signer(OLD_KEY).load(body)
+
+
+def test_previous_keys_are_read_in_the_form_craft_key_writes(app_key_text: str) -> None:
+    before = Signer(app_key_text).dump(greet_job())
+
+    assert Signer(NEW_KEY, [app_key_text]).load(before)["obj"] is Greet
+
+
+def test_a_body_signed_by_no_configured_key_is_refused_unloaded_naming_the_previous_keys(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "loaded"
+    forged = signed_with(b"the attacker's key, 32 bytes....", malicious_pickle(marker))
+
+    with pytest.raises(ForgedPayloadError) as refused:
+        Signer(NEW_KEY, [OLD_KEY, OLDER_KEY]).load(forged)
+
+    assert str(refused.value) == (
+        "payload signature matches neither the application key nor a previous key"
+    )
+    assert not marker.exists()
+
+
+def test_a_runner_with_previous_keys_still_parks_a_forged_payload_unloaded(
+    container: Any, failed_store: Any, manual_clock: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "loaded"
+    runner = JobRunner(container, Signer(NEW_KEY, [OLD_KEY]), failed_store, manual_clock)
+    envelope = envelope_around(
+        signed_with(b"the attacker's key, 32 bytes....", malicious_pickle(marker)),
+        manual_clock.now(),
+    )
+
+    result = runner.run(envelope)
+
+    assert result.outcome is Outcome.PARKED
+    assert failed_store.reasons == ["signature"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("previous", "problem"),
+    [
+        (["tiny-secret"], "previous key 1 in APP_PREVIOUS_KEYS is too short (11 bytes"),
+        ([OLD_KEY, "base64:!!!"], "previous key 2 in APP_PREVIOUS_KEYS is not valid base64"),
+        ([OLD_KEY, "  "], "previous key 2 in APP_PREVIOUS_KEYS is empty"),
+    ],
+)
+def test_an_unusable_previous_key_refuses_to_sign_naming_its_place_but_not_its_value(
+    previous: list[Any], problem: str
+) -> None:
+    signer = Signer(NEW_KEY, previous)
+
+    with pytest.raises(MissingKeyError) as refused:
+        signer.dump(greet_job())
+
+    assert not signer.ready
+    assert str(refused.value).startswith(problem)
+    assert str(refused.value).endswith(": fix it or remove it")
+    assert "tiny-secret" not in str(refused.value) and "!!!" not in str(refused.value)
+
+
+def test_a_previous_key_equal_to_the_current_one_is_harmless() -> None:
+    body = Signer(NEW_KEY).dump(greet_job())
+
+    assert Signer(NEW_KEY, [NEW_KEY, OLD_KEY]).load(body)["obj"] is Greet
 
 
 @pytest.mark.parametrize("key", [None, "", "   ", "short", "base64:c2hvcnQ=", "base64:!!!"])
@@ -430,3 +538,43 @@ def test_created_times_carry_the_local_offset_on_each_side_of_a_clock_change(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# Job names ------------------------------------------------------------------------------
+
+
+class Report:
+    """A class whose bound method is pushed."""
+
+    def send(self) -> str:
+        return "sent"
+
+
+def build_report() -> Callable[[], str]:
+    """Return a lambda made inside a function, as a job."""
+    return lambda: "built"
+
+
+def test_a_top_level_class_or_function_is_named_by_its_dotted_path() -> None:
+    from queueing.payload import job_name
+
+    assert job_name(Report) == f"{__name__}.Report"
+    assert job_name(build_report) == f"{__name__}.build_report"
+
+
+def test_a_bound_method_is_named_by_its_class_and_method() -> None:
+    from queueing.payload import job_name
+    from queueing.reporting import short_name
+
+    assert job_name(Report().send) == f"{__name__}:Report.send"
+    assert short_name(job_name(Report().send)) == "Report.send"
+
+
+def test_a_lambda_is_named_by_its_module_and_enclosing_function() -> None:
+    from queueing.payload import job_name
+    from queueing.reporting import short_name
+
+    name = f"{__name__}:build_report.<locals>.<lambda>"
+
+    assert job_name(build_report()) == name
+    assert short_name(name) == name
