@@ -18,6 +18,11 @@ _UNITS = {
     "day": "days",
     "week": "weeks",
 }
+# The longest wait any driver holds: RabbitMQ's holding queues keep a message
+# at most 2**32 - 1 ms (about 49.7 days, `x-message-ttl` and `x-expires`).
+# Every driver refuses a longer `wait=` alike, at push.
+MAX_WAIT_SECONDS = 49 * 24 * 3600.0
+
 _PHRASE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*$", re.IGNORECASE)
 
 
@@ -51,6 +56,22 @@ def seconds_to_wait(value: Any, now: float) -> float:
         f"cannot read wait={value!r}: give seconds, a phrase like '10 minutes', "
         "a timedelta or an aware datetime"
     )
+
+
+def job_delay(value: Any, now: float) -> float:
+    """`seconds_to_wait(value, now)` for a job, refused past `MAX_WAIT_SECONDS`.
+
+    Raises `ValueError` naming the maximum, so nothing is queued that some
+    driver could not hold (run a scheduler that pushes later instead).
+    """
+    seconds = seconds_to_wait(value, now)
+    if seconds > MAX_WAIT_SECONDS:
+        raise ValueError(
+            f"cannot wait {seconds:,.0f} seconds (wait={value!r}): the longest wait a job may "
+            f"have is {MAX_WAIT_SECONDS / 86400:g} days ({MAX_WAIT_SECONDS:,.0f} seconds), "
+            "the most RabbitMQ holds; push it later from a scheduler instead"
+        )
+    return seconds
 
 
 def _parse_text(text: str, now: float) -> float:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from queueing.delay import seconds_to_wait
+from queueing.delay import MAX_WAIT_SECONDS, job_delay
 
 
 class Queueable:
@@ -50,7 +50,7 @@ class Queueable:
         delay = float(self.retry_delay) * float(self.backoff) ** max(0, attempt - 1)
         if self.max_retry_delay is not None:
             delay = min(delay, float(self.max_retry_delay))
-        return max(0.0, delay)
+        return min(max(0.0, delay), MAX_WAIT_SECONDS)
 
     def retries(self, error: BaseException) -> bool:
         """Say whether `error` is worth another attempt (attempts left aside)."""
@@ -62,7 +62,7 @@ class Queueable:
         The attempt is not spent. `delay` is read like `wait=`: seconds, "10
         minutes", a timedelta or an aware datetime.
         """
-        self._decision = Release(seconds_to_wait(delay, time.time()))
+        self._decision = Release(job_delay(delay, time.time()))
 
     def fail(self, error: BaseException | str | None = None) -> None:
         """Fail this job once `handle` returns, whatever attempts it has left."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from queueing.clock import Clock, SystemClock
-from queueing.delay import seconds_to_wait
+from queueing.delay import job_delay
 from queueing.drivers.base import Driver
 from queueing.job import Queueable
 from queueing.payload import Envelope, Signer, seal
@@ -82,7 +82,7 @@ class Queue:
         of the process that runs it), a job instance (sent with its state), or
         any callable. `args` and `kwargs` go to the callback (`handle` unless
         `callback` names another method) or to the callable. `wait` delays the
-        jobs (see `seconds_to_wait`). `channel` picks the queue, or for the
+        jobs, 49 days at most (`queueing.delay.job_delay`). `channel` picks the queue, or for the
         database driver the connection, as in the seed; `queue` names the queue
         explicitly. Every job is serialized and signed before any is queued, so
         a bad value queues nothing.
@@ -122,7 +122,7 @@ class Queue:
         for job in jobs:
             _check_job(job)
         now = self.clock.now()
-        delay = seconds_to_wait(wait, now)
+        delay = job_delay(wait, now)
         driver = self.connection()
         queue_name = driver.queue_for(channel, queue)
         return [

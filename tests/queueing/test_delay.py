@@ -8,7 +8,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from queueing.delay import seconds_to_wait
+from queueing.delay import MAX_WAIT_SECONDS, job_delay, seconds_to_wait
 
 NOW = pendulum.datetime(2030, 1, 1, 12, 0, 0, tz="UTC").timestamp()
 
@@ -160,3 +160,12 @@ def test_a_value_of_another_type_is_refused_naming_it(wait: Any) -> None:
         seconds_to_wait(wait, NOW)
 
     assert repr(wait) in str(refused.value)
+
+
+def test_a_job_may_wait_up_to_49_days_and_no_longer() -> None:
+    assert job_delay("49 days", 0.0) == MAX_WAIT_SECONDS == 49 * 86400
+
+    with pytest.raises(ValueError) as refused:
+        job_delay(10**12, 0.0)
+
+    assert "the longest wait a job may have is 49 days" in str(refused.value)

@@ -36,6 +36,7 @@ from providers.configuration import Configuration
 from providers.queue_provider import DRIVERS, read_queue_config
 from queueing import FailedJob, JobRunner, Outcome, Queue, Signer
 from queueing.connections import Connections
+from queueing.delay import MAX_WAIT_SECONDS
 from queueing.drivers import amqp as amqp_driver
 from queueing.drivers.amqp import (
     AmqpDriver,
@@ -1379,3 +1380,16 @@ def test_an_idle_pusher_whose_connection_died_of_missed_heartbeats_reconnects_fi
     queue.push(jobs.Numbered(2), args=["/nowhere"])
 
     assert broker.ready(queue_name) == 2
+
+
+def test_a_wait_of_49_days_is_held_by_the_broker_and_a_longer_one_refused_at_push(
+    queue: Queue, driver: AmqpDriver, broker: Broker, queue_name: str
+) -> None:
+    broker.delayed(queue_name, MAX_WAIT_SECONDS)
+
+    queue.push(jobs.Record, args=["unused", "later"], wait="49 days")
+    with pytest.raises(ValueError, match="longest wait a job may have is 49 days"):
+        queue.push(jobs.Record, args=["unused", "never"], wait=10**12)
+
+    [counts] = driver.counts()
+    assert (counts.pending, counts.delayed) == (0, 1)
