@@ -20,6 +20,7 @@ from typing import Any
 
 from container import Container, ResolutionError
 from queueing.clock import Clock, SystemClock
+from queueing.coroutines import is_awaitable, run_to_end
 from queueing.failed import FailedJob, FailedJobStore
 from queueing.job import Fail, JobFailedByItself, Queueable, Release, retry_policy, take_decision
 from queueing.payload import CorruptPayloadError, Envelope, ForgedPayloadError, Signer
@@ -159,7 +160,9 @@ class JobRunner:
                 instance = self.container.make(obj)
             function = self._callable(instance, job["callback"], envelope.name)
             take_decision(instance)  # one made before the push is not this attempt's
-            self.container.call(function, *job["args"], **job["kwargs"])
+            value = self.container.call(function, *job["args"], **job["kwargs"])
+            if is_awaitable(value):
+                run_to_end(value)
         except TimedOut as timeout:
             error = TimeoutError(str(timeout))
             error.__traceback__ = timeout.__traceback__
@@ -361,7 +364,9 @@ class JobRunner:
 
     def _call_failed(self, instance: Queueable, payload: dict[str, Any], error: Exception) -> None:
         try:
-            instance.failed(payload, error)
+            value = instance.failed(payload, error)
+            if is_awaitable(value):
+                run_to_end(value)
         except Exception:
             logger.exception("failed() of job %s raised; the worker goes on", payload["id"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -149,6 +150,12 @@ class Queue:
 
 
 def _check_job(job: Any) -> None:
+    if inspect.iscoroutine(job):
+        job.close()  # it will never run: no "never awaited" warning either
+        raise ValueError(
+            f"cannot queue the coroutine {job.__qualname__}(): push the function, "
+            "not the coroutine it returned (queue.push(send_mail), not send_mail())"
+        )
     if isinstance(job, (type, Queueable)) or callable(job):
         return
     raise ValueError(f"cannot queue {job!r}: push a job class, a job instance or a callable")

@@ -1,0 +1,105 @@
+"""Async jobs of every kind, for the tests that check they are awaited on every driver.
+
+Each leaves a line in the file it is given, after an `await`, so a line
+proves the coroutine ran to its end. Worker processes import this module
+(the repository root is on their PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from queueing import Queueable
+
+
+def note(path: str, text: str) -> None:
+    """Append one line to `path`."""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(text + "\n")
+
+
+class Greeting:
+    """A service the container builds for the async jobs that ask for it."""
+
+    word = "hello"
+
+
+class AsyncHandle(Queueable):
+    """`async def handle`, with a constructor service and a `handle` service."""
+
+    def __init__(self, greeting: Greeting) -> None:
+        self.greeting = greeting
+
+    async def handle(self, path: str, name: str, again: Greeting) -> None:
+        """Await, then note the greeting from both services."""
+        await asyncio.sleep(0)
+        note(path, f"{self.greeting.word} {name} {again.word}")
+
+
+class AsyncFails(Queueable):
+    """Fails every attempt; its `failed()` is async too."""
+
+    retry_delay = 0
+
+    async def handle(self, path: str) -> None:
+        """Await, note the attempt, raise."""
+        await asyncio.sleep(0)
+        note(path, "attempt")
+        raise RuntimeError("the async job failed")
+
+    async def failed(self, payload: dict[str, Any], error: BaseException) -> None:
+        """Await, then note the call."""
+        await asyncio.sleep(0)
+        note(payload["args"][0], f"failed: {error}")
+
+
+async def async_function(path: str, name: str) -> None:
+    """A plain `async def` function job."""
+    await asyncio.sleep(0)
+    note(path, f"function {name}")
+
+
+class Mailer:
+    """Has an async method that is pushed bound."""
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+
+    async def send(self, path: str, name: str) -> None:
+        """Await, then note who sent to whom."""
+        await asyncio.sleep(0)
+        note(path, f"{self.sender} to {name}")
+
+
+def async_closure(prefix: str) -> Callable[[str, str], Awaitable[None]]:
+    """Return an `async def` closure over `prefix`."""
+
+    async def write(path: str, name: str) -> None:
+        await asyncio.sleep(0)
+        note(path, f"{prefix} {name}")
+
+    return write
+
+
+def async_partial() -> functools.partial[Awaitable[None]]:
+    """A `functools.partial` of an async function, its first argument bound."""
+    return functools.partial(_partial_target, "partial")
+
+
+async def _partial_target(label: str, path: str, name: str) -> None:
+    await asyncio.sleep(0)
+    note(path, f"{label} {name}")
+
+
+def kinds() -> dict[str, tuple[Any, str]]:
+    """Every kind of async job: what to push, and the line it leaves for name 'ada'."""
+    return {
+        "async handle": (AsyncHandle, "hello ada hello"),
+        "async function": (async_function, "function ada"),
+        "async bound method": (Mailer("bob").send, "bob to ada"),
+        "async closure": (async_closure("closed"), "closed ada"),
+        "partial of async": (async_partial(), "partial ada"),
+    }

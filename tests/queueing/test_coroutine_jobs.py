@@ -1,0 +1,168 @@
+"""`async def` jobs are awaited on every driver, never reported done without running.
+
+Every kind of async job (an `async def handle`, an `async def` function, an
+async bound method, an async closure, a `functools.partial` of one) runs once
+with its arguments on the sync, async, database (SQLite, PostgreSQL, MariaDB)
+and amqp drivers, and leaves its line; constructor and `handle` injection
+work as for sync jobs. An async job that raises is retried, its async
+`failed()` awaited once, its row stored. Pushing a coroutine object is
+refused at push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+
+from container import Container
+from queueing import JobRunner, Queue, Signer
+from queueing.drivers import AsyncDriver, SyncDriver
+from queueing.drivers.amqp import AmqpDriver
+from queueing.worker import Worker, WorkerOptions
+from tests.database_fixtures import ENGINES, new_key, open_backend
+from tests.queueing import jobs_for_coroutines as jobs
+from tests.services import require
+
+KINDS = jobs.kinds()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def container() -> Container:
+    made = Container()
+    made.instance(jobs.Greeting, jobs.Greeting())
+    return made
+
+
+def work_until_empty(driver: Any, runner: JobRunner, queues: list[str], jobs_count: int) -> None:
+    Worker(
+        driver,
+        runner,
+        WorkerOptions(queues=queues, sleep=0.02, max_jobs=jobs_count, stop_when_empty=True),
+        output=lambda line: None,
+        errors=lambda line: None,
+    ).run()
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "log.txt"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("driver_name", ["sync", "async"])
+def test_an_async_job_is_awaited_on_the_in_process_drivers(
+    kind: str, driver_name: str, log: Path
+) -> None:
+    signer = Signer(new_key())
+    runner = JobRunner(container(), signer, _NoStore())
+    driver: Any = SyncDriver(runner) if driver_name == "sync" else AsyncDriver(runner)
+    job, expected = KINDS[kind]
+    try:
+        Queue({driver_name: lambda: driver}, driver_name, signer).push(job, args=[str(log), "ada"])
+        if driver_name == "async":
+            assert driver.drain(30)
+    finally:
+        driver.close()
+
+    assert lines(log) == [expected]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_kind_of_async_job_is_awaited_by_a_database_worker(
+    engine: str, tmp_path: Path, log: Path
+) -> None:
+    with open_backend(engine, tmp_path) as backend:
+        runner = JobRunner(container(), backend.runner.signer, backend.store)
+        for job, _expected in KINDS.values():
+            backend.queue.push(job, args=[str(log), "ada"])
+
+        work_until_empty(backend.driver, runner, ["default"], len(KINDS))
+
+        assert sorted(lines(log)) == sorted(expected for _job, expected in KINDS.values())
+        assert backend.jobs() == [] and backend.failures() == []
+
+
+def test_every_kind_of_async_job_is_awaited_by_an_amqp_worker(log: Path) -> None:
+    require("rabbitmq")
+    name = f"test-coroutines-{uuid.uuid4().hex[:12]}"
+    driver = AmqpDriver(queue=name, prefetch=10)
+    signer = Signer(new_key())
+    try:
+        queue = Queue({"amqp": lambda: driver}, "amqp", signer)
+        for job, _expected in KINDS.values():
+            queue.push(job, args=[str(log), "ada"])
+
+        work_until_empty(driver, JobRunner(container(), signer, _NoStore()), [name], len(KINDS))
+
+        assert sorted(lines(log)) == sorted(expected for _job, expected in KINDS.values())
+    finally:
+        driver.close()
+        _delete_queues(name, f"{name}.suspects")
+
+
+def test_an_async_job_that_raises_is_retried_then_its_async_failed_is_awaited_once(
+    tmp_path: Path, log: Path
+) -> None:
+    with open_backend("sqlite", tmp_path) as backend:
+        runner = JobRunner(container(), backend.runner.signer, backend.store)
+        [job_id] = backend.queue.push(jobs.AsyncFails, args=[str(log)])
+
+        work_until_empty(backend.driver, runner, ["default"], 3)
+
+        assert lines(log) == ["attempt"] * 3 + ["failed: the async job failed"]
+        [row] = backend.failures()
+        assert (row.uuid, row.attempts, row.exception_type) == (job_id, 3, "RuntimeError")
+
+
+def test_a_sync_push_of_an_async_job_works_from_inside_a_running_event_loop(log: Path) -> None:
+    signer = Signer(new_key())
+    runner = JobRunner(container(), signer, _NoStore())
+    queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
+
+    async def route() -> None:
+        queue.push(jobs.async_function, args=[str(log), "from a loop"])
+
+    asyncio.run(route())
+
+    assert lines(log) == ["function from a loop"]
+
+
+def test_pushing_a_coroutine_object_is_refused_and_leaves_no_warning() -> None:
+    signer = Signer(new_key())
+    runner = JobRunner(container(), signer, _NoStore())
+    queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="push the function, not the coroutine it returned"):
+            queue.push(jobs.async_function("unused", "never"))
+        gc.collect()
+
+
+class _NoStore:
+    """Failures of these tests would be assertion errors; nothing needs keeping."""
+
+    def store(self, failure: Any) -> None:
+        raise AssertionError(f"no job should fail here: {failure.message}")
+
+
+def _delete_queues(*names: str) -> None:
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    try:
+        channel = connection.channel()
+        for name in names:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                channel.queue_delete(name)
+    finally:
+        connection.close()
