@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import threading
@@ -83,8 +84,8 @@ class Queue:
         of the process that runs it), a job instance (sent with its state), or
         any callable. `args` and `kwargs` go to the callback (`handle` unless
         `callback` names another method) or to the callable. `wait` delays the
-        jobs, 49 days at most (`queueing.delay.job_delay`). `channel` picks the queue, or for the
-        database driver the connection, as in the seed; `queue` names the queue
+        jobs, 49 days at most (`queueing.delay.job_delay`). `channel` picks the
+        queue, or for the database driver the connection, as in the seed; `queue` names the queue
         explicitly. Every job is serialized and signed before any is queued, so
         a bad value queues nothing.
         """
@@ -98,6 +99,35 @@ class Queue:
             callback=callback,
         )
         self.connection().push(envelopes, channel)
+        return [envelope.id for envelope in envelopes]
+
+    async def apush(
+        self,
+        *jobs: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        wait: Any = None,
+        channel: str | None = None,
+        queue: str | None = None,
+        callback: str = "handle",
+    ) -> list[str]:
+        """`push` for async code: same arguments, ids and errors, and the loop keeps running.
+
+        The jobs are checked and signed at once, on the loop (so a bad value
+        raises before anything waits); the driver's blocking push then runs
+        on a thread of the loop's default executor while other tasks go on.
+        """
+        envelopes = self.prepare(
+            jobs,
+            args=args,
+            kwargs=kwargs,
+            wait=wait,
+            channel=channel,
+            queue=queue,
+            callback=callback,
+        )
+        driver = self.connection()
+        await asyncio.to_thread(driver.push, envelopes, channel)
         return [envelope.id for envelope in envelopes]
 
     def prepare(

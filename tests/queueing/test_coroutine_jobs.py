@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sqlite3
 import uuid
 import warnings
 from pathlib import Path
@@ -166,3 +167,47 @@ def _delete_queues(*names: str) -> None:
                 channel.queue_delete(name)
     finally:
         connection.close()
+
+
+# Pushing from async code -------------------------------------------------------------
+
+
+def test_apush_returns_the_ids_and_queues_like_push(tmp_path: Path, log: Path) -> None:
+    with open_backend("sqlite", tmp_path) as backend:
+        ids = asyncio.run(backend.queue.apush(jobs.async_function, args=[str(log), "ada"]))
+
+        assert [row.uuid for row in backend.jobs()] == ids
+        with pytest.raises(ValueError, match="49 days"):
+            asyncio.run(backend.queue.apush(jobs.async_function, wait="50 days"))
+        assert len(backend.jobs()) == 1
+
+
+def test_apush_leaves_the_event_loop_running_while_the_database_is_locked(
+    tmp_path: Path, log: Path
+) -> None:
+    """The lock is only released by a task ticking on the loop: a blocked loop never ends."""
+    with open_backend("sqlite", tmp_path) as backend:
+        database = backend.url.removeprefix("sqlite:///")
+        locker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN EXCLUSIVE")
+        ticks: list[int] = []
+
+        async def tick_then_unlock() -> None:
+            while len(ticks) < 5:
+                ticks.append(len(ticks))
+                await asyncio.sleep(0.01)
+            locker.execute("ROLLBACK")
+
+        async def main() -> list[str]:
+            ticker = asyncio.create_task(tick_then_unlock())
+            ids = await backend.queue.apush(jobs.async_function, args=[str(log), "ada"])
+            await ticker
+            return ids
+
+        try:
+            ids = asyncio.run(main())
+        finally:
+            locker.close()
+
+        assert ticks == [0, 1, 2, 3, 4]
+        assert [row.uuid for row in backend.jobs()] == ids
