@@ -9,7 +9,10 @@ store are decided here, once, for every driver; drivers only move envelopes.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import enum
+import inspect
 import logging
 import pickle
 import time
@@ -113,6 +116,29 @@ class Result:
         return None
 
 
+# Set inside `finish_async`: an async `failed()` is then awaited on the same loop.
+_ON_JOB_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("on_job_loop", default=False)
+
+
+@dataclass
+class Prepared:
+    """A job verified, loaded and built: what `JobRunner.finish` calls."""
+
+    envelope: Envelope
+    job: dict[str, Any]
+    instance: Any
+    function: Callable[..., Any]
+    started: float
+
+    @property
+    def is_async(self) -> bool:
+        """Whether calling it returns a coroutine (`async def`, and partials of one)."""
+        function = self.function
+        return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+        )
+
+
 class JobRunner:
     """Runs attempts of envelopes with the retry and failure policy of the queue."""
 
@@ -127,6 +153,7 @@ class JobRunner:
         self.signer = signer
         self.failed_store = failed_store
         self.clock = clock or SystemClock()
+        self._callbacks: set[asyncio.Future[None]] = set()
 
     def run(self, envelope: Envelope) -> Result:
         """Run one attempt of `envelope` (its `attempts` counts it) and store any failure."""
@@ -144,6 +171,16 @@ class JobRunner:
 
         For a worker that stores it together with removing the job.
         """
+        prepared = self.prepare(envelope)
+        return prepared if isinstance(prepared, Result) else self.finish(prepared)
+
+    def prepare(self, envelope: Envelope) -> Prepared | Result:
+        """Verify, load and build the job: a `Prepared` to call, or the result if it ends here.
+
+        A refused payload, a job whose attempts its dead workers used up, and
+        one that cannot be built end here; `finish` or `finish_async` calls
+        the others.
+        """
         started = time.perf_counter()
         try:
             job = self.signer.load(envelope.body)
@@ -159,17 +196,55 @@ class JobRunner:
             if isinstance(obj, type):
                 instance = self.container.make(obj)
             function = self._callable(instance, job["callback"], envelope.name)
-            take_decision(instance)  # one made before the push is not this attempt's
-            value = self.container.call(function, *job["args"], **job["kwargs"])
+        except Exception as error:
+            return self._decided(envelope, job, instance, started, error)
+        take_decision(instance)  # one made before the push is not this attempt's
+        return Prepared(envelope, job, instance, function, started)
+
+    def finish(self, prepared: Prepared) -> Result:
+        """Call a prepared job in this thread (awaiting it if it is async) and decide what next."""
+        try:
+            value = self._call(prepared)
             if is_awaitable(value):
                 run_to_end(value)
         except TimedOut as timeout:
             error = TimeoutError(str(timeout))
             error.__traceback__ = timeout.__traceback__
-            return self._decided(envelope, job, instance, started, error)
+            return self._decided_for(prepared, error)
         except Exception as error:
-            return self._decided(envelope, job, instance, started, error)
-        return self._decided(envelope, job, instance, started, None)
+            return self._decided_for(prepared, error)
+        return self._decided_for(prepared, None)
+
+    async def finish_async(self, prepared: Prepared, timeout: float | None = None) -> Result:
+        """Call a prepared job on the running event loop, awaiting it, and decide what next.
+
+        `timeout` cancels the job after that many seconds; the attempt then
+        fails with a "timed out" error.
+        """
+        _ON_JOB_LOOP.set(True)
+        try:
+            async with asyncio.timeout(timeout):
+                value = self._call(prepared)
+                if is_awaitable(value):
+                    await value
+        except TimeoutError as error:
+            if timeout is None or not _ran_out(error):
+                return self._decided_for(prepared, error)
+            timed_out = TimeoutError(f"job timed out after {timeout:g}s")
+            timed_out.__traceback__ = error.__traceback__
+            return self._decided_for(prepared, timed_out)
+        except Exception as error:
+            return self._decided_for(prepared, error)
+        return self._decided_for(prepared, None)
+
+    def _call(self, prepared: Prepared) -> Any:
+        job = prepared.job
+        return self.container.call(prepared.function, *job["args"], **job["kwargs"])
+
+    def _decided_for(self, prepared: Prepared, error: Exception | None) -> Result:
+        return self._decided(
+            prepared.envelope, prepared.job, prepared.instance, prepared.started, error
+        )
 
     def _decided(
         self,
@@ -366,9 +441,29 @@ class JobRunner:
         try:
             value = instance.failed(payload, error)
             if is_awaitable(value):
+                if _ON_JOB_LOOP.get():
+                    # On a worker's event loop: await it there, beside the other jobs.
+                    task = asyncio.ensure_future(self._failed_callback(value, payload))
+                    self._callbacks.add(task)
+                    return
                 run_to_end(value)
         except Exception:
             logger.exception("failed() of job %s raised; the worker goes on", payload["id"])
+
+    async def _failed_callback(self, value: Any, payload: dict[str, Any]) -> None:
+        try:
+            await value
+        except Exception:
+            logger.exception("failed() of job %s raised; the worker goes on", payload["id"])
+
+    async def callbacks_done(self) -> None:
+        """Wait for the async `failed()` calls started on this loop (a worker, before exit)."""
+        while self._callbacks:
+            pending = [task for task in self._callbacks if not task.done()]
+            self._callbacks = {task for task in self._callbacks if not task.done()}
+            if not pending:
+                return
+            await asyncio.wait(pending)
 
     def _store(self, failure: FailedJob) -> None:
         try:
@@ -400,3 +495,8 @@ def _attempts_allowed(obj: Any) -> int:
     """How many attempts `obj` gets in all: its policy's for a `Queueable`, else one."""
     policy = retry_policy(obj)
     return policy.attempts_allowed() if policy is not None else 1
+
+
+def _ran_out(error: TimeoutError) -> bool:
+    """Whether `error` came from `asyncio.timeout` itself, not from inside the job."""
+    return isinstance(error.__cause__, asyncio.CancelledError)

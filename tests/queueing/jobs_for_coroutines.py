@@ -103,3 +103,14 @@ def kinds() -> dict[str, tuple[Any, str]]:
         "async closure": (async_closure("closed"), "closed ada"),
         "partial of async": (async_partial(), "partial ada"),
     }
+
+
+class Sleeps(Queueable):
+    """Awaits far longer than any test waits: only a timeout or a cancel ends it."""
+
+    run_again_on_fail = False
+
+    async def handle(self, path: str) -> None:
+        """Note the start, then sleep an hour."""
+        note(path, "started")
+        await asyncio.sleep(3600)

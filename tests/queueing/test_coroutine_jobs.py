@@ -17,6 +17,7 @@ import gc
 import sqlite3
 import uuid
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ import pika
 import pytest
 
 from container import Container
-from queueing import JobRunner, Queue, Signer
+from queueing import Envelope, JobRunner, Outcome, Queue, Result, Signer
 from queueing.drivers import AsyncDriver, SyncDriver
 from queueing.drivers.amqp import AmqpDriver
+from queueing.payload import seal
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import ENGINES, new_key, open_backend
 from tests.queueing import jobs_for_coroutines as jobs
@@ -211,3 +213,69 @@ def test_apush_leaves_the_event_loop_running_while_the_database_is_locked(
 
         assert ticks == [0, 1, 2, 3, 4]
         assert [row.uuid for row in backend.jobs()] == ids
+
+
+# On a worker's event loop --------------------------------------------------------------
+
+
+def test_on_an_event_loop_a_timeout_cancels_the_job_and_fails_the_attempt(
+    signer_and_runner: tuple[Signer, JobRunner], log: Path
+) -> None:
+    signer, runner = signer_and_runner
+    envelope = _envelope(signer, jobs.Sleeps, [str(log)])
+    prepared = runner.prepare(envelope)
+    assert not isinstance(prepared, Result) and prepared.is_async
+
+    result = asyncio.run(runner.finish_async(prepared, timeout=0.05))
+
+    assert result.outcome is Outcome.FAILED
+    assert result.error_text == "TimeoutError: job timed out after 0.05s"
+    assert lines(log) == ["started"]
+
+
+def test_on_an_event_loop_an_async_failed_is_awaited_there_once(
+    signer_and_runner: tuple[Signer, JobRunner], log: Path
+) -> None:
+    signer, runner = signer_and_runner
+    envelope = replace(_envelope(signer, jobs.AsyncFails, [str(log)]), attempts=3)
+
+    async def on_the_loop() -> Result:
+        prepared = runner.prepare(envelope)
+        assert not isinstance(prepared, Result)
+        result = await runner.finish_async(prepared)
+        await runner.callbacks_done()
+        return result
+
+    result = asyncio.run(on_the_loop())
+
+    assert result.outcome is Outcome.FAILED
+    assert lines(log) == ["attempt", "failed: the async job failed"]
+
+
+@pytest.fixture
+def signer_and_runner() -> tuple[Signer, JobRunner]:
+    signer = Signer(new_key())
+    return signer, JobRunner(container(), signer, _Keep())
+
+
+class _Keep:
+    def __init__(self) -> None:
+        self.failures: list[Any] = []
+
+    def store(self, failure: Any) -> None:
+        self.failures.append(failure)
+
+
+def _envelope(signer: Signer, job: Any, args: list[Any]) -> Envelope:
+    envelope = seal(
+        signer,
+        job,
+        args=tuple(args),
+        kwargs={},
+        callback="handle",
+        queue="default",
+        driver="test",
+        now=0.0,
+        delay=0.0,
+    )
+    return envelope.started()
