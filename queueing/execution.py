@@ -122,20 +122,37 @@ _ON_JOB_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("on_job_loop
 
 @dataclass
 class Prepared:
-    """A job verified, loaded and built: what `JobRunner.finish` calls."""
+    """A job verified and loaded, not built yet: what `JobRunner.finish` runs."""
 
     envelope: Envelope
     job: dict[str, Any]
-    instance: Any
-    function: Callable[..., Any]
     started: float
 
     @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments pushed with the job."""
+        return tuple(self.job["args"])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments pushed with the job."""
+        return dict(self.job["kwargs"])
+
+    @property
     def is_async(self) -> bool:
-        """Whether calling it returns a coroutine (`async def`, and partials of one)."""
-        function = self.function
-        return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-            getattr(function, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+        """Whether the callback is a coroutine function (`async def`, or a partial of one).
+
+        Read from the job's class or object without building it, so the
+        worker knows before anything runs whether it belongs on the loop.
+        """
+        obj = self.job["obj"]
+        target = getattr(obj, self.job["callback"], None)
+        if target is None and callable(obj) and not isinstance(obj, type):
+            target = obj
+        if target is None:
+            return False
+        return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+            getattr(target, "__call__", None)  # noqa: B004 - an object whose __call__ is async
         )
 
 
@@ -175,76 +192,80 @@ class JobRunner:
         return prepared if isinstance(prepared, Result) else self.finish(prepared)
 
     def prepare(self, envelope: Envelope) -> Prepared | Result:
-        """Verify, load and build the job: a `Prepared` to call, or the result if it ends here.
+        """Verify and load the job: a `Prepared` to run, or the result if it ends here.
 
-        A refused payload, a job whose attempts its dead workers used up, and
-        one that cannot be built end here; `finish` or `finish_async` calls
-        the others.
+        A refused payload and a job whose attempts its dead workers used up
+        end here. Nothing of the job is built yet: `finish` (in this thread)
+        or `finish_async` (on an event loop) builds and calls it inside one
+        container scope, so `Prepared.is_async` tells where it belongs.
         """
         started = time.perf_counter()
         try:
             job = self.signer.load(envelope.body)
         except (ForgedPayloadError, CorruptPayloadError) as refusal:
             return self._park(envelope, refusal, started)
-
-        obj = job["obj"]
-        allowed = _attempts_allowed(obj)
+        allowed = _attempts_allowed(job["obj"])
         if envelope.attempts > allowed:
             return self._died_too_often(envelope, job, allowed, started)
-        instance: Any = obj if not isinstance(obj, type) else None
-        try:
-            if isinstance(obj, type):
-                instance = self.container.make(obj)
-            function = self._callable(instance, job["callback"], envelope.name)
-        except Exception as error:
-            return self._decided(envelope, job, instance, started, error)
-        take_decision(instance)  # one made before the push is not this attempt's
-        return Prepared(envelope, job, instance, function, started)
+        return Prepared(envelope, job, started)
 
     def finish(self, prepared: Prepared) -> Result:
-        """Call a prepared job in this thread (awaiting it if it is async) and decide what next."""
-        try:
-            value = self._call(prepared)
-            if is_awaitable(value):
-                run_to_end(value)
-        except TimedOut as timeout:
-            error = TimeoutError(str(timeout))
-            error.__traceback__ = timeout.__traceback__
-            return self._decided_for(prepared, error)
-        except Exception as error:
-            return self._decided_for(prepared, error)
-        return self._decided_for(prepared, None)
+        """Build and call a prepared job in this thread (awaiting it if async); decide what next."""
+        with self.container.scope():
+            instance = None
+            try:
+                instance, function = self._build(prepared)
+                value = self.container.call(function, *prepared.args, **prepared.kwargs)
+                if is_awaitable(value):
+                    run_to_end(value)
+            except TimedOut as timeout:
+                error = TimeoutError(str(timeout))
+                error.__traceback__ = timeout.__traceback__
+                return self._decided_for(prepared, instance, error)
+            except Exception as error:
+                return self._decided_for(prepared, instance, error)
+            return self._decided_for(prepared, instance, None)
 
     async def finish_async(self, prepared: Prepared, timeout: float | None = None) -> Result:
-        """Call a prepared job on the running event loop, awaiting it, and decide what next.
+        """Build and call a prepared job on the running event loop, awaiting it; decide what next.
 
         `timeout` cancels the job after that many seconds; the attempt then
-        fails with a "timed out" error.
+        fails with a "timed out" error. An async `failed()` is awaited here too.
         """
         _ON_JOB_LOOP.set(True)
+        with self.container.scope():
+            result = await self._await_job(prepared, timeout)
+            await self.callbacks_done()
+            return result
+
+    async def _await_job(self, prepared: Prepared, timeout: float | None) -> Result:
+        instance = None
         try:
             async with asyncio.timeout(timeout):
-                value = self._call(prepared)
+                instance, function = self._build(prepared)
+                value = self.container.call(function, *prepared.args, **prepared.kwargs)
                 if is_awaitable(value):
                     await value
         except TimeoutError as error:
             if timeout is None or not _ran_out(error):
-                return self._decided_for(prepared, error)
+                return self._decided_for(prepared, instance, error)
             timed_out = TimeoutError(f"job timed out after {timeout:g}s")
             timed_out.__traceback__ = error.__traceback__
-            return self._decided_for(prepared, timed_out)
+            return self._decided_for(prepared, instance, timed_out)
         except Exception as error:
-            return self._decided_for(prepared, error)
-        return self._decided_for(prepared, None)
+            return self._decided_for(prepared, instance, error)
+        return self._decided_for(prepared, instance, None)
 
-    def _call(self, prepared: Prepared) -> Any:
-        job = prepared.job
-        return self.container.call(prepared.function, *job["args"], **job["kwargs"])
+    def _build(self, prepared: Prepared) -> tuple[Any, Callable[..., Any]]:
+        """The job's instance (an uninstantiated class built by the container) and what to call."""
+        obj = prepared.job["obj"]
+        instance = self.container.make(obj) if isinstance(obj, type) else obj
+        function = self._callable(instance, prepared.job["callback"], prepared.envelope.name)
+        take_decision(instance)  # one made before the push is not this attempt's
+        return instance, function
 
-    def _decided_for(self, prepared: Prepared, error: Exception | None) -> Result:
-        return self._decided(
-            prepared.envelope, prepared.job, prepared.instance, prepared.started, error
-        )
+    def _decided_for(self, prepared: Prepared, instance: Any, error: Exception | None) -> Result:
+        return self._decided(prepared.envelope, prepared.job, instance, prepared.started, error)
 
     def _decided(
         self,
@@ -400,20 +421,21 @@ class JobRunner:
         if self._stored_already(envelope):
             return self._failed_before(envelope, time.perf_counter() - started)
         obj = job["obj"]
-        instance: Any = obj
-        if isinstance(obj, type) and issubclass(obj, Queueable):
-            try:
-                instance = self.container.make(obj)
-            except Exception as build_error:
-                logger.error(
-                    "job %s (%s): failed() not called, the job could not be built: %s",
-                    envelope.id,
-                    envelope.name,
-                    build_error,
-                )
-                instance = None
-        if isinstance(instance, Queueable):
-            self._call_failed(instance, self._failed_payload(envelope, job), error)
+        with self.container.scope():
+            instance: Any = obj
+            if isinstance(obj, type) and issubclass(obj, Queueable):
+                try:
+                    instance = self.container.make(obj)
+                except Exception as build_error:
+                    logger.error(
+                        "job %s (%s): failed() not called, the job could not be built: %s",
+                        envelope.id,
+                        envelope.name,
+                        build_error,
+                    )
+                    instance = None
+            if isinstance(instance, Queueable):
+                self._call_failed(instance, self._failed_payload(envelope, job), error)
         failure = FailedJob.from_error(envelope, error, self.clock.now(), reason="died")
         text = f"{type(error).__name__}: {error}"
         duration = time.perf_counter() - started

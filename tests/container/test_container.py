@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,12 +15,26 @@ if TYPE_CHECKING:
     from fractions import Fraction
 
 
-class Mailer:
-    """A service with no dependencies."""
+class Mailer(ABC):
+    """An abstract service: never built without a binding."""
+
+    @abstractmethod
+    def send(self, to: str) -> None:
+        """Send a message to `to`."""
+
+
+class PlainMailer(Mailer):
+    """A concrete `Mailer` with no dependencies."""
+
+    def send(self, to: str) -> None:
+        """Send nothing."""
 
 
 class FakeMailer(Mailer):
     """What a test swaps in for `Mailer`."""
+
+    def send(self, to: str) -> None:
+        """Send nothing."""
 
 
 class Transport:
@@ -31,6 +46,19 @@ class SmtpMailer(Mailer):
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+
+    def send(self, to: str) -> None:
+        """Send nothing."""
+
+
+class WebhookMailer(Mailer):
+    """A service needing a setting only a factory can give."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def send(self, to: str) -> None:
+        """Send nothing."""
 
 
 class SendWelcomeEmail:
@@ -100,11 +128,11 @@ class Checkout:
 
 
 def test_bind_under_a_class_key_builds_a_new_object_each_time(container: Container) -> None:
-    container.bind(Mailer)
+    container.bind(Mailer, PlainMailer)
 
     first, second = container.make(Mailer), container.make(Mailer)
 
-    assert isinstance(first, Mailer)
+    assert isinstance(first, PlainMailer)
     assert first is not second
 
 
@@ -118,7 +146,7 @@ def test_bind_to_a_factory_calls_it_on_every_make(container: Container) -> None:
     built: list[Mailer] = []
 
     def factory() -> Mailer:
-        built.append(Mailer())
+        built.append(PlainMailer())
         return built[-1]
 
     container.bind(Mailer, factory)
@@ -132,7 +160,7 @@ def test_singleton_to_a_factory_calls_it_once(container: Container) -> None:
     built: list[Mailer] = []
 
     def factory() -> Mailer:
-        built.append(Mailer())
+        built.append(PlainMailer())
         return built[-1]
 
     container.singleton("mailer", factory)
@@ -142,13 +170,13 @@ def test_singleton_to_a_factory_calls_it_once(container: Container) -> None:
 
 
 def test_singleton_under_a_class_key_is_built_once(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     assert container.make(Mailer) is container.make(Mailer)
 
 
 def test_instance_under_a_class_key_is_returned_as_given(container: Container) -> None:
-    mailer = Mailer()
+    mailer = PlainMailer()
     container.instance(Mailer, mailer)
 
     assert container.make(Mailer) is mailer
@@ -156,16 +184,16 @@ def test_instance_under_a_class_key_is_returned_as_given(container: Container) -
 
 @pytest.mark.parametrize("key", ["mailer", "queue.drivers.async", "mail-transport/smtp", "1st"])
 def test_bind_under_a_string_key_that_is_not_an_identifier(container: Container, key: str) -> None:
-    container.bind(key, Mailer)
+    container.bind(key, PlainMailer)
 
     first, second = container.make(key), container.make(key)
 
-    assert isinstance(first, Mailer)
+    assert isinstance(first, PlainMailer)
     assert first is not second
 
 
 def test_singleton_under_a_string_key_is_built_once(container: Container) -> None:
-    container.singleton("queue.drivers.async", Mailer)
+    container.singleton("queue.drivers.async", PlainMailer)
 
     assert container.make("queue.drivers.async") is container.make("queue.drivers.async")
 
@@ -211,7 +239,7 @@ def test_make_resolves_dependencies_recursively(container: Container) -> None:
 
 
 def test_a_singleton_dependency_is_shared_by_everything_built(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     first, second = container.make(SendWelcomeEmail), container.make(SendWelcomeEmail)
 
@@ -227,7 +255,7 @@ def test_an_instance_dependency_is_injected_as_given(container: Container) -> No
 
 
 def test_an_unbound_class_is_built_from_its_annotations(container: Container) -> None:
-    container.instance(Mailer, Mailer())
+    container.instance(Mailer, PlainMailer())
 
     job = container.make(SendWelcomeEmail)
 
@@ -241,7 +269,7 @@ def test_an_unbound_class_without_parameters_is_built(container: Container) -> N
 
 
 def test_an_unannotated_parameter_with_a_default_keeps_its_default(container: Container) -> None:
-    container.bind(Mailer)
+    container.bind(Mailer, PlainMailer)
 
     assert container.make(WithDefault).retries == 3
 
@@ -260,7 +288,7 @@ def test_binding_to_something_not_callable_points_to_instance(container: Contain
 
 
 def test_call_fills_annotated_parameters_from_bindings(container: Container) -> None:
-    mailer = Mailer()
+    mailer = PlainMailer()
     container.instance(Mailer, mailer)
 
     def handle(mailer: Mailer) -> Mailer:
@@ -272,7 +300,7 @@ def test_call_fills_annotated_parameters_from_bindings(container: Container) -> 
 def test_call_passes_positional_arguments_to_the_other_parameters(
     container: Container,
 ) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     def handle(to: str, mailer: Mailer, subject: str) -> tuple[str, Mailer, str]:
         return to, mailer, subject
@@ -286,7 +314,7 @@ def test_call_passes_positional_arguments_to_the_other_parameters(
 def test_call_uses_a_positional_instance_of_the_annotated_type_as_given(
     container: Container,
 ) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     mine = FakeMailer()
 
     def handle(mailer: Mailer, to: str) -> tuple[Mailer, str]:
@@ -299,7 +327,7 @@ def test_call_uses_a_positional_instance_of_the_annotated_type_as_given(
 
 
 def test_call_passes_keyword_arguments_by_name(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     def handle(to: str, mailer: Mailer, subject: str = "Hello", *, urgent: bool = False) -> tuple:
         return to, mailer, subject, urgent
@@ -313,7 +341,7 @@ def test_call_passes_keyword_arguments_by_name(container: Container) -> None:
 
 
 def test_call_a_keyword_argument_overrides_the_binding(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     mine = FakeMailer()
 
     def handle(mailer: Mailer) -> Mailer:
@@ -330,7 +358,7 @@ def test_call_leaves_defaults_alone_when_nothing_is_given(container: Container) 
 
 
 def test_call_a_bound_method_fills_its_parameters(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     job = Greeter()
 
     itself, mailer, to = container.call(job.greet, "ada@example.com")
@@ -344,7 +372,7 @@ def test_call_injects_what_it_can_when_another_annotation_cannot_be_evaluated(
     container: Container,
 ) -> None:
     # `Ledger` exists only for type checkers; `mailer` can still be filled.
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     mailer, ledger = container.call(charge, "the ledger")
 
@@ -390,7 +418,7 @@ def test_call_with_too_many_arguments_says_so(container: Container) -> None:
 
 
 def test_swap_resolves_the_replacement_inside_the_block(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     fake = FakeMailer()
 
     with container.swap(Mailer, fake) as swapped:
@@ -400,7 +428,7 @@ def test_swap_resolves_the_replacement_inside_the_block(container: Container) ->
 
 
 def test_swap_restores_the_original_after_the_block(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     original = container.make(Mailer)
 
     with container.swap(Mailer, FakeMailer()):
@@ -411,7 +439,7 @@ def test_swap_restores_the_original_after_the_block(container: Container) -> Non
 
 
 def test_swap_restores_the_original_when_the_block_raises(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     original = container.make(Mailer)
 
     with pytest.raises(RuntimeError, match="inside the swap"), container.swap(Mailer, FakeMailer()):
@@ -421,14 +449,14 @@ def test_swap_restores_the_original_when_the_block_raises(container: Container) 
 
 
 def test_swap_with_a_class_builds_the_replacement_on_each_make(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
 
     with container.swap(Mailer, FakeMailer):
         first, second = container.make(Mailer), container.make(Mailer)
 
     assert type(first) is FakeMailer
     assert first is not second
-    assert type(container.make(Mailer)) is Mailer
+    assert type(container.make(Mailer)) is PlainMailer
 
 
 def test_swap_under_a_string_key(container: Container) -> None:
@@ -471,7 +499,7 @@ def test_a_singleton_first_made_inside_a_swap_stays_the_same_after(
 def test_a_swap_after_a_first_make_and_call_is_honoured_by_the_next_ones(
     container: Container,
 ) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     greeter = Greeter()
     original = container.make(SendWelcomeEmail).mailer
     container.call(greeter.greet, "ada@example.com")
@@ -492,7 +520,7 @@ def test_a_binding_registered_after_a_failed_make_and_call_is_used_by_the_next_o
         container.make(SendWelcomeEmail)
     with pytest.raises(ResolutionError):
         container.call(Greeter().greet, "ada@example.com")
-    mailer = Mailer()
+    mailer = PlainMailer()
     container.instance(Mailer, mailer)
 
     assert container.make(SendWelcomeEmail).mailer is mailer
@@ -510,20 +538,20 @@ def test_a_forward_reference_resolves_once_a_class_of_that_name_is_bound(
     assert container.make(Pricing).rate is rate
 
 
-def test_a_transient_service_is_built_once_for_everything_one_make_builds(
+def test_a_transient_service_is_built_anew_everywhere_one_make_needs_it(
     container: Container,
 ) -> None:
     container.bind(Transport)
     container.bind(Repository)
 
-    first, second = container.make(Checkout), container.make(Checkout)
+    checkout = container.make(Checkout)
 
-    assert first.transport is first.repository.transport
-    assert second.transport is not first.transport
+    assert isinstance(checkout.transport, Transport)
+    assert checkout.transport is not checkout.repository.transport
 
 
 def test_each_bound_method_is_called_on_its_own_instance(container: Container) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     ada, grace = Greeter(), Greeter()
 
     assert container.call(ada.greet, "ada@example.com")[0] is ada
@@ -533,7 +561,7 @@ def test_each_bound_method_is_called_on_its_own_instance(container: Container) -
 def test_a_function_called_bound_and_unbound_fills_the_right_parameters(
     container: Container,
 ) -> None:
-    container.singleton(Mailer)
+    container.singleton(Mailer, PlainMailer)
     greeter = Greeter()
     mailer = container.make(Mailer)
 
@@ -556,25 +584,27 @@ def test_a_missing_binding_names_class_parameter_and_annotation(container: Conta
     )
 
 
-def test_a_nested_missing_binding_names_the_innermost_one(container: Container) -> None:
+def test_a_nested_missing_binding_names_the_chain_to_it(container: Container) -> None:
     container.bind(SendWelcomeEmail)
 
     with pytest.raises(ResolutionError) as raised:
         container.make(Signup)
 
     assert str(raised.value) == (
-        "cannot build SendWelcomeEmail: parameter 'mailer: Mailer' has no binding"
+        "cannot build Signup -> SendWelcomeEmail: parameter 'mailer: Mailer' has no binding"
     )
 
 
-def test_a_missing_binding_behind_a_string_key_names_the_class(container: Container) -> None:
-    container.bind("mailer.smtp", SmtpMailer)
+def test_a_missing_binding_behind_a_string_key_names_the_key_and_class(
+    container: Container,
+) -> None:
+    container.bind("mailer.webhook", WebhookMailer)
 
     with pytest.raises(ResolutionError) as raised:
-        container.make("mailer.smtp")
+        container.make("mailer.webhook")
 
     assert str(raised.value) == (
-        "cannot build SmtpMailer: parameter 'transport: Transport' has no binding"
+        "cannot build 'mailer.webhook' (WebhookMailer): parameter 'url: str' has no binding"
     )
 
 
@@ -583,7 +613,8 @@ def test_an_unannotated_parameter_without_default_is_named(container: Container)
         container.make(Untyped)
 
     assert str(raised.value) == (
-        "cannot build Untyped: parameter 'thing' has no type annotation and no default"
+        "cannot build Untyped: parameter 'thing' has no binding"
+        " (it has no type annotation and no default)"
     )
 
 
@@ -604,3 +635,61 @@ def test_resolution_errors_are_never_bare_punq_or_type_errors(container: Contain
 def test_resolution_error_is_a_lookup_error(container: Container) -> None:
     with pytest.raises(LookupError):
         container.make(SendWelcomeEmail)
+
+
+class Stamp:
+    """A concrete class a test binds only after a first call."""
+
+
+class Stamping:
+    """A bound method whose parameter is first given by the caller, later by a binding."""
+
+    def handle(self, stamp: Stamp, note: str = "") -> tuple[Stamp | str, str]:
+        return stamp, note
+
+
+def test_a_rebind_after_a_make_is_used_by_the_next_make(container: Container) -> None:
+    container.bind(Mailer, PlainMailer)
+    first = container.make(SendWelcomeEmail)
+
+    container.bind(Mailer, FakeMailer)
+
+    assert type(first.mailer) is PlainMailer
+    assert type(container.make(SendWelcomeEmail).mailer) is FakeMailer
+    assert type(container.make(Mailer)) is FakeMailer
+
+
+def test_a_rebound_singleton_is_a_new_object(container: Container) -> None:
+    container.singleton(Mailer, PlainMailer)
+    first = container.make(Mailer)
+
+    container.singleton(Mailer, PlainMailer)
+
+    assert container.make(Mailer) is not first
+    assert container.make(Mailer) is container.make(Mailer)
+
+
+def test_a_binding_made_after_a_call_changes_what_the_next_call_fills(
+    container: Container,
+) -> None:
+    job = Stamping()
+    before = container.call(job.handle, "hello")
+    stamp = Stamp()
+
+    container.instance(Stamp, stamp)
+
+    assert before == ("hello", "")
+    assert container.call(job.handle, "hello") == (stamp, "hello")
+
+
+def test_a_swap_of_a_scoped_key_inside_a_scope_is_seen_by_the_next_make(
+    container: Container,
+) -> None:
+    container.scoped(Mailer, PlainMailer)
+    fake = FakeMailer()
+
+    with container.scope():
+        real = container.make(Mailer)
+        with container.swap(Mailer, fake):
+            assert container.make(SendWelcomeEmail).mailer is fake
+        assert container.make(Mailer) is real

@@ -114,3 +114,37 @@ class Sleeps(Queueable):
         """Note the start, then sleep an hour."""
         note(path, "started")
         await asyncio.sleep(3600)
+
+
+class Session:
+    """A scoped service: one per job, closed once the job settled."""
+
+    opened: list[Session] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        Session.opened.append(self)
+
+    def close(self) -> None:
+        """Close it; the test looks at this."""
+        self.closed = True
+
+
+class UsesSession(Queueable):
+    """Gets the session in its constructor and in `handle`: it must be the same one."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def handle(self, path: str, again: Session) -> None:
+        """Note whether both are one object, and whether it is still open."""
+        note(path, f"same={again is self.session} open={not again.closed}")
+
+
+class UsesSessionAsync(UsesSession):
+    """The same, awaited on an event loop."""
+
+    async def handle(self, path: str, again: Session) -> None:  # type: ignore[override]
+        """Await, then note as the sync one does."""
+        await asyncio.sleep(0)
+        note(path, f"same={again is self.session} open={not again.closed}")

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -33,8 +33,10 @@ class Journal:
         self.failures: list[tuple[dict[str, Any], BaseException]] = []
 
 
-class Unbound:
-    """A service nobody binds."""
+class Unbound(Protocol):
+    """A service nobody binds: a Protocol, which the container cannot build by itself."""
+
+    def serve(self) -> None: ...
 
 
 def note(path: str, text: str) -> None:

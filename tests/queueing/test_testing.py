@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -27,6 +27,22 @@ class SendWelcomeEmail(Queueable):
 
     def handle(self, to: str) -> None:
         self.mailer.sent.append(to)
+
+
+class Transport(Protocol):
+    """How mail leaves: an interface the application must bind."""
+
+    def deliver(self, to: str) -> None: ...
+
+
+class SendsThroughTransport(Queueable):
+    """A class job needing a `Transport`, which nothing binds in these tests."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def handle(self, to: str) -> None:
+        self.transport.deliver(to)
 
 
 class Resize(Queueable):
@@ -305,11 +321,11 @@ def test_a_job_run_by_the_fake_that_fails_is_reported(
 ) -> None:
     fake = QueueFake(container, failed_store=failed_store)
 
-    fake.push(SendWelcomeEmail, args=["ada@example.com"])  # no Mailer bound
+    fake.push(SendsThroughTransport, args=["ada@example.com"])  # no Transport bound
     results = fake.run_all()
 
     assert results[-1].outcome is Outcome.FAILED
-    assert "parameter 'mailer: Mailer' has no binding" in results[-1].error_text
+    assert "parameter 'transport: Transport' has no binding" in results[-1].error_text
     assert failed_store.reasons == ["failed"]
 
 
