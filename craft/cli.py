@@ -10,14 +10,24 @@ import traceback
 import click
 
 from craft.commands import REGISTERED
+from craft.errors import explain
+from providers import find_project_root
+
+# The distribution `craft --version` reports.
+DISTRIBUTION = "queueing-toolkit"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=DISTRIBUTION, prog_name="craft", message="%(prog)s %(version)s")
 def cli() -> None:
     """Jobs and queues: make jobs and keys, migrate, run and inspect workers.
 
-    Run craft from the project root (the folder holding config/).
+    Run craft anywhere inside the project: it works from the nearest folder
+    above that holds config/application.py (or $QUEUE_PROJECT_ROOT).
     """
+    root = find_project_root()
+    if root is not None:
+        os.chdir(root)
 
 
 for command in REGISTERED:
@@ -48,7 +58,6 @@ def main() -> None:
     except Exception as error:
         if os.environ.get("CRAFT_DEBUG"):
             traceback.print_exc()
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        click.echo(f"craft: {type(error).__name__}: {message}".rstrip(": "), err=True)
+        click.echo(f"craft: {explain(error)}", err=True)
         sys.exit(1)
     sys.exit(0)

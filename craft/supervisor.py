@@ -12,7 +12,9 @@ means the workers cannot start at all (bad settings, a server that is not
 there): the supervisor stops the others and exits 1 with one line.
 
 A child says it is ready by writing a line to the pipe named by the
-`QUEUE_SUPERVISOR_FD` variable, once its checks have passed.
+`QUEUE_SUPERVISOR_FD` variable, once its checks have passed. Its slot number
+(1 to N, kept across restarts) is in `QUEUE_WORKER_NUMBER`, so every line it
+prints can say which worker ran the job.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 
 # The variable naming the file descriptor a child writes "ready" to.
 READY_VARIABLE = "QUEUE_SUPERVISOR_FD"
+# The variable holding a child's slot number.
+NUMBER_VARIABLE = "QUEUE_WORKER_NUMBER"
 # Deaths before readiness, in a row, after which the supervisor gives up.
 START_FAILURES = 3
 # A child that lived this long before dying is restarted without delay.
@@ -49,6 +53,14 @@ def announce_ready() -> None:
         os.write(int(descriptor), b"ready\n")
         os.close(int(descriptor))
     os.environ.pop(READY_VARIABLE, None)
+
+
+def worker_number() -> int | None:
+    """The slot this process fills under a supervisor (from 1), or None when it runs alone."""
+    try:
+        return int(os.environ[NUMBER_VARIABLE])
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass
@@ -120,7 +132,11 @@ class Supervisor:
 
     def _start(self, child: _Child) -> None:
         reader, writer = os.pipe()
-        environment = {**os.environ, READY_VARIABLE: str(writer)}
+        environment = {
+            **os.environ,
+            READY_VARIABLE: str(writer),
+            NUMBER_VARIABLE: str(child.number),
+        }
         child.process = subprocess.Popen(
             [sys.executable, "-m", "craft", *self.command],
             env=environment,

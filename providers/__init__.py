@@ -1,6 +1,6 @@
 """Service providers and the bootstrap that runs them."""
 
-from providers.bootstrap import bootstrap, project_root
+from providers.bootstrap import bootstrap, find_project_root, project_root
 from providers.configuration import Configuration, ConfigurationError
 from providers.database_provider import DatabaseProvider
 from providers.environment import env
@@ -15,5 +15,6 @@ __all__ = [
     "ServiceProvider",
     "bootstrap",
     "env",
+    "find_project_root",
     "project_root",
 ]

@@ -25,6 +25,21 @@ def project_root(root: str | Path | None = None) -> Path:
     return Path(root or os.environ.get(ROOT_VARIABLE) or Path.cwd()).resolve()
 
 
+def find_project_root(start: str | Path | None = None) -> Path | None:
+    """Return the nearest folder holding `config/application.py`, from `start` upwards.
+
+    `start` defaults to the current directory; `$QUEUE_PROJECT_ROOT`, when
+    set, wins over both. None when no folder up to the filesystem root has it.
+    """
+    if os.environ.get(ROOT_VARIABLE):
+        return project_root()
+    folder = Path(start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / "config" / "application.py").is_file():
+            return candidate
+    return None
+
+
 def bootstrap(root: str | Path | None = None) -> Container:
     """Build the application's container from the project at `root`.
 

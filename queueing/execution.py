@@ -91,6 +91,8 @@ class Result:
     traceback: str = ""
     error: BaseException | None = field(default=None, compare=False)
     failure: FailedJob | None = field(default=None, compare=False)
+    # Attempts the job gets in all, when it was read (for `retry 2/3`).
+    attempts_allowed: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -127,6 +129,8 @@ class Prepared:
     envelope: Envelope
     job: dict[str, Any]
     started: float
+    # Attempts the job gets in all (its `run_times`, or 1 for a plain callable).
+    allowed: int = 1
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -206,8 +210,10 @@ class JobRunner:
             return self._park(envelope, refusal, started)
         allowed = _attempts_allowed(job["obj"])
         if envelope.attempts > allowed:
-            return self._died_too_often(envelope, job, allowed, started)
-        return Prepared(envelope, job, started)
+            result = self._died_too_often(envelope, job, allowed, started)
+            result.attempts_allowed = allowed
+            return result
+        return Prepared(envelope, job, started, allowed)
 
     def finish(self, prepared: Prepared) -> Result:
         """Build and call a prepared job in this thread (awaiting it if async); decide what next."""
@@ -265,7 +271,9 @@ class JobRunner:
         return instance, function
 
     def _decided_for(self, prepared: Prepared, instance: Any, error: Exception | None) -> Result:
-        return self._decided(prepared.envelope, prepared.job, instance, prepared.started, error)
+        result = self._decided(prepared.envelope, prepared.job, instance, prepared.started, error)
+        result.attempts_allowed = prepared.allowed
+        return result
 
     def _decided(
         self,

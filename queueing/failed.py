@@ -271,7 +271,8 @@ class DatabaseFailedJobStore:
         if queue:
             query = query.where(failed_jobs.c.queue == queue)
         if name:
-            query = query.where((failed_jobs.c.name == name) | failed_jobs.c.name.like(f"%.{name}"))
+            named = failed_jobs.c.name
+            query = query.where((named == name) | named.like(f"%.{name}") | named.like(f"%:{name}"))
         if since:
             query = query.where(failed_jobs.c.failed_at >= _naive_if_needed(self.engine, since))
         if driver:

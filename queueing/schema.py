@@ -23,6 +23,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
+
+class MissingTableError(RuntimeError):
+    """A queue table (`queue_jobs`, `failed_jobs`) does not exist on a connection.
+
+    The message gives both steps that make it, since only the project knows
+    whether the migration file exists yet; `craft` names the one that is
+    missing when it reports the error.
+    """
+
+    def __init__(self, table: str, connection: str) -> None:
+        self.table = table
+        self.connection = connection
+        flag = "--jobs" if table == "queue_jobs" else "--failed"
+        super().__init__(
+            f"table {table} does not exist on connection {connection!r}: run craft migrate "
+            f"(after craft queue:table {flag} if databases/migrations has no {table} migration)"
+        )
+
+
 metadata = MetaData()
 
 Identifier = BigInteger().with_variant(Integer(), "sqlite")

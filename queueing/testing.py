@@ -59,7 +59,9 @@ class PushedJob:
     def matches(self, job: Any) -> bool:
         """Say whether this push is of `job` (a class, a callable or a dotted name)."""
         if isinstance(job, str):
-            return self.envelope.name == job or self.envelope.name.endswith(f".{job}")
+            name = self.envelope.name
+            # Nested names read `module:Class.method`: "Class.method" matches too.
+            return name == job or name.endswith((f".{job}", f":{job}"))
         if self.obj is job:
             return True
         if isinstance(job, type):

@@ -2,7 +2,9 @@
 
 This is the one place where worker policy lives: leases kept alive while a
 job runs, `--timeout`, stopping on SIGTERM/SIGINT, reconnecting with backoff
-when the broker or database goes away, and the line printed per job. What to
+when the broker or database goes away, and the lines it prints (one per job,
+"still running" every `still_running_every` seconds of a long job, and a
+summary when it exits; `queueing.reporting` formats them). What to
 do after an attempt (done, retry, fail) is the runner's decision; the worker
 carries it out with the driver's acknowledge / release / bury.
 """
@@ -24,16 +26,24 @@ from queueing.execution import (
     CANNOT_SUCCEED,
     JobRunner,
     Outcome,
+    Prepared,
     Result,
     ShuttingDown,
     TimedOut,
 )
+from queueing.job_loop import JobLoop
+from queueing.leases import LeaseKeeper
 from queueing.payload import Envelope
-from queueing.reporting import result_line, short_name
+from queueing.reporting import LineFormat, Tally, parked_line, use_colour
+from queueing.still_running import StillRunning
 
 logger = logging.getLogger("queueing.worker")
 
 MAX_BACKOFF = 30.0
+# How often a worker with async jobs in flight looks for new jobs when none was due.
+ASYNC_POLL_SECONDS = 0.05
+# How long cancelled async jobs get to end before the worker exits without them.
+CANCEL_WAIT_SECONDS = 10.0
 
 
 class Held(Protocol):
@@ -82,6 +92,13 @@ class WorkerOptions:
     sleep: float = 1.0
     grace: float = 30.0
     quiet: bool = False
+    # Seconds between the "still running" lines of a long job.
+    still_running_every: float = 60.0
+    # Names this process in every line (`worker 2` under `--concurrency`).
+    process: str | None = None
+    # Async jobs in flight at once on the worker's event loop (0: run them one
+    # at a time like sync jobs).
+    async_concurrency: int = 10
 
 
 class Worker:
@@ -94,12 +111,18 @@ class Worker:
         options: WorkerOptions,
         output: Callable[[str], None] | None = None,
         errors: Callable[[str], None] | None = None,
+        colour: bool | None = None,
     ) -> None:
+        """`colour` None: colour the lines when printing them to stdout on a terminal."""
         self.driver = driver
         self.runner = runner
         self.options = options
         self.output = output or (lambda line: print(line, flush=True))
         self.errors = errors or (lambda line: print(line, file=sys.stderr, flush=True))
+        if colour is None:
+            colour = output is None and use_colour(sys.stdout)
+        self.lines = LineFormat(options.queues, options.process, colour)
+        self.tally = Tally()
         self.processed = 0
         self._stopping = False
         self._wake = threading.Event()
@@ -107,7 +130,10 @@ class Worker:
         self._timeout_at: float | None = None
         self._grace_at: float | None = None
         self._backoff = 0.0
-        self._lease_keeper: _LeaseKeeper | None = None
+        self._lease_keeper: LeaseKeeper | None = None
+        self._watch: StillRunning | None = None
+        self._jobs: JobLoop | None = None
+        self._async_started: dict[int, float] = {}
 
     # Running ----------------------------------------------------------------------
 
@@ -115,30 +141,49 @@ class Worker:
         """Work until stopped, empty (with `stop_when_empty`) or a limit is reached."""
         self.runner.signer.require_key()
         restore = self._install_signals()
-        self._lease_keeper = _LeaseKeeper.for_driver(self.driver)
+        self._lease_keeper = LeaseKeeper.for_driver(self.driver)
+        if not self.options.quiet:
+            self._watch = StillRunning(self.options.still_running_every, self._still_running)
         started = time.monotonic()
         try:
             while not self._stopping:
-                if self.options.max_jobs is not None and self.processed >= self.options.max_jobs:
+                self._settle_async()
+                taken = self.processed + self._running_async()
+                if self.options.max_jobs is not None and taken >= self.options.max_jobs:
                     break
                 if (
                     self.options.max_time is not None
                     and time.monotonic() - started >= self.options.max_time
                 ):
                     break
+                if self._jobs is not None and self._jobs.full():
+                    self._settle_async(wait=self.options.sleep)
+                    continue
                 held = self._reserve()
                 if held is None:
+                    if self._running_async():
+                        # New jobs are looked for again soon; finished ones settle at once.
+                        self._settle_async(wait=min(self.options.sleep, ASYNC_POLL_SECONDS))
+                        continue
                     if self.options.stop_when_empty and self._backoff == 0 and self._empty():
                         break
                     self._idle()
                     continue
                 self._process(held)
         finally:
+            self._finish_async()
             if self._lease_keeper is not None:
                 self._lease_keeper.stop()
+            if self._watch is not None:
+                self._watch.stop()
             self._give_back_unstarted()
             restore()
+            if not self.options.quiet:
+                self.output(self.lines.summary(self.tally, time.monotonic() - started))
         return 0
+
+    def _still_running(self, envelope: Envelope, elapsed: float) -> None:
+        self.output(self.lines.still_running(envelope, elapsed))
 
     def _give_back_unstarted(self) -> None:
         """Hand back jobs a prefetching driver reserved ahead, so no attempt of theirs is spent."""
@@ -196,21 +241,32 @@ class Worker:
     def _process(self, held: Any) -> None:
         envelope: Envelope = held.envelope
         keeper = self._lease_keeper
+        started = time.monotonic()
+        prepared = self.runner.prepare(envelope)
+        if isinstance(prepared, Prepared) and prepared.is_async and self.options.async_concurrency:
+            self._start_async(held, prepared)
+            return
         if keeper is not None:
             keeper.keep(held)
+        if self._watch is not None:
+            self._watch.watch(envelope)
         try:
-            result = self._attempt(envelope)
+            result = self._attempt(prepared)
         except ShuttingDown:
             result = None
         finally:
             if keeper is not None:
-                keeper.forget()
+                keeper.forget(held)
+            if self._watch is not None:
+                self._watch.forget()
+        self._conclude(held, result, started)
+
+    def _conclude(self, held: Any, result: Result | None, started: float) -> None:
+        """Settle the attempt with the driver, and print its line."""
+        envelope: Envelope = held.envelope
         if result is None:
             self._settle(lambda: self.driver.release(held, 0.0, count_attempt=False))
-            self.output(
-                f"{_stamp()}  {short_name(envelope.name)}  {envelope.id[:12]}  {envelope.queue}  "
-                "released (worker stopping)"
-            )
+            self.output(self.lines.given_back(envelope, time.monotonic() - started))
             return
         if result.outcome is Outcome.DONE:
             self._settle(lambda: self.driver.acknowledge(held))
@@ -219,29 +275,103 @@ class Worker:
         elif result.outcome is Outcome.RELEASED:
             self._settle(lambda: self.driver.release(held, result.retry_in, count_attempt=False))
         else:
-            self._settle(lambda: self.driver.bury(held))
-            self.errors(f"job {envelope.id} {result.outcome}: {result.error_text}")
+            self._settle(lambda: self._bury(held, result))
+            if result.outcome is Outcome.PARKED:
+                self.errors(parked_line(result))
+            else:
+                self.errors(f"job {envelope.id} {result.outcome}: {result.error_text}")
             # A job that cannot be built or called gets one line: its traceback
             # shows only our own frames, and failed_jobs keeps it anyway.
             cannot_succeed = isinstance(result.error, CANNOT_SUCCEED)
             if result.traceback and not self.options.quiet and not cannot_succeed:
                 self.errors(result.traceback.rstrip())
         self.processed += 1
+        self.tally.count(result.outcome)
         if not self.options.quiet:
-            self.output(result_line(result))
+            self.output(self.lines.result(result))
 
-    def _attempt(self, envelope: Envelope) -> Result:
-        """Run one attempt under the timeout and the shutdown grace."""
+    def _bury(self, held: Any, result: Result) -> bool:
+        """Store the job's failure and remove the job: in one transaction when the driver can.
+
+        Otherwise the store comes first and is keyed by the job id, so a crash
+        in between leaves one record and a job that comes back as a copy of
+        a failure stored already (the runner settles it without running it).
+        """
+        failure = result.failure
+        if failure is not None:
+            bury_stored = getattr(self.driver, "bury_stored", None)
+            store = self.runner.failed_store
+            if bury_stored is not None and self.driver.shares_transaction_with(held, store):
+                return bool(bury_stored(held, failure, store))
+            self.runner.record(result)
+        return self.driver.bury(held)
+
+    def _attempt(self, prepared: Prepared | Result) -> Result:
+        """Run one prepared attempt in this thread under the timeout and the shutdown grace."""
+        if isinstance(prepared, Result):
+            return prepared
         if self.options.timeout:
             self._timeout_at = time.monotonic() + self.options.timeout
         self._in_job = True
         self._arm()
         try:
-            return self.runner.run(envelope)
+            return self.runner.finish(prepared)
         finally:
             self._in_job = False
             self._timeout_at = None
             self._disarm()
+
+    # Async jobs --------------------------------------------------------------------
+
+    def _start_async(self, held: Any, prepared: Prepared) -> None:
+        """Hand an async job to the event loop; the worker reserves the next meanwhile."""
+        if self._jobs is None:
+            self._jobs = JobLoop(self.runner, self.options.async_concurrency, self.options.timeout)
+        if self._lease_keeper is not None and getattr(self.driver, "leases", False):
+            self._lease_keeper.keep(held)
+        self._async_started[id(held)] = time.monotonic()
+        self._jobs.start(held, prepared)
+
+    def _running_async(self) -> int:
+        return self._jobs.running if self._jobs is not None else 0
+
+    def _settle_async(self, wait: float = 0.0) -> None:
+        """Settle the async jobs that ended, waiting up to `wait` seconds for one."""
+        if self._jobs is None:
+            return
+        for held, result in self._jobs.finished(wait):
+            if held is None:
+                continue  # a stop signal's wake-up
+            if self._lease_keeper is not None:
+                self._lease_keeper.forget(held)
+            self._conclude(held, result, self._async_started.pop(id(held), time.monotonic()))
+
+    def _finish_async(self) -> None:
+        """Let the async jobs in flight end (within `--grace` when stopped by a signal).
+
+        Those still running after the grace are cancelled and go back on
+        their queue without spending their attempt.
+        """
+        jobs = self._jobs
+        if jobs is None:
+            return
+        cancelled_at: float | None = None
+        while jobs.running:
+            self._settle_async(wait=0.1)
+            now = time.monotonic()
+            if cancelled_at is None and self._grace_at is not None and now >= self._grace_at:
+                self.errors(f"cancelling {jobs.running} async job(s) still running after the grace")
+                jobs.cancel_all()
+                cancelled_at = now
+            if cancelled_at is not None and now - cancelled_at > CANCEL_WAIT_SECONDS:
+                self.errors(
+                    f"{jobs.running} async job(s) ignored their cancellation; "
+                    "their jobs come back when their lease runs out"
+                )
+                break
+        self._settle_async()
+        jobs.close()
+        self._jobs = None
 
     def _settle(self, action: Callable[[], bool]) -> None:
         """Carry out acknowledge/release/bury, retrying until the driver answers."""
@@ -295,6 +425,8 @@ class Worker:
         )
         self._grace_at = time.monotonic() + self.options.grace
         self.stop()
+        if self._jobs is not None:
+            self._jobs.wake()
         if self._in_job:
             self._arm()
 
@@ -320,87 +452,3 @@ class Worker:
     def _disarm(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-class _LeaseKeeper:
-    """Extends the lease of the job in hand, for drivers that lease (`extend`).
-
-    One thread per worker, started with its first job, so that a job costs
-    only a field set and cleared under a lock. The lock is also held around
-    each `extend`, so forgetting a job waits for an extension of it that is
-    under way: a job is never extended once the worker goes on to settle it.
-    """
-
-    def __init__(self, extend: Callable[[Any], bool], every: float) -> None:
-        self._extend = extend
-        self._every = every
-        self._lock = threading.Lock()
-        self._held: Any | None = None
-        self._due = 0.0
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def for_driver(cls, driver: Any) -> _LeaseKeeper | None:
-        """Return a keeper for `driver`, or None if its jobs hold no lease to extend.
-
-        A driver that wants `extend` called while a job runs says how often,
-        in seconds, with `extend_every`.
-        """
-        extend = getattr(driver, "extend", None)
-        every = getattr(driver, "extend_every", None)
-        if extend is None or not every:
-            return None
-        return cls(extend, every)
-
-    def keep(self, held: Any) -> None:
-        """Extend `held`'s lease every period from now on, until `forget`."""
-        with self._lock:
-            self._held = held
-            self._due = time.monotonic() + self._every
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="queue-lease", daemon=True)
-            self._thread.start()
-
-    def forget(self) -> None:
-        """Stop extending the job in hand, once an extension under way has ended."""
-        with self._lock:
-            self._held = None
-
-    def stop(self) -> None:
-        """End the thread; a later `keep` starts a new one."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._thread.join()
-        self._thread = None
-        self._stopping.clear()
-
-    def _run(self) -> None:
-        wait = self._every
-        while not self._stopping.wait(wait):
-            wait = self._extend_if_due()
-
-    def _extend_if_due(self) -> float:
-        """Extend the job in hand if its period is up; return how long to sleep."""
-        with self._lock:
-            held = self._held
-            if held is None:
-                # A job handed over meanwhile is due a full period after it
-                # started, so this sleep never makes its extension late.
-                return self._every
-            wait = self._due - time.monotonic()
-            if wait > 0:
-                return wait
-            self._due = time.monotonic() + self._every
-            try:
-                if not self._extend(held):
-                    logger.warning("lost the lease of job %s", held.envelope.id)
-                    self._held = None
-            except Exception as error:
-                logger.warning("could not extend the lease of job %s: %s", held.envelope.id, error)
-            return self._every
-
-
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")

@@ -13,3 +13,7 @@ class SendWelcomeEmail(Queueable):
     def handle(self, email: str) -> None:
         """Send the welcome message to `email`."""
         self.outbox.send(to=email, subject="Welcome!", body="Thanks for signing up.")
+
+    def remind(self, email: str) -> None:
+        """Remind `email` to finish signing up (push with `callback="remind"`)."""
+        self.outbox.send(to=email, subject="Almost there", body="Finish signing up any time.")

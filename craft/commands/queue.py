@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import sys
 import time
@@ -14,13 +15,14 @@ import click
 import pendulum
 
 from craft.application import make
-from craft.errors import CraftError
-from craft.supervisor import Supervisor, announce_ready
+from craft.errors import CraftError, explain
+from craft.supervisor import Supervisor, announce_ready, worker_number
 from queueing import FailedJobStore, JobRunner, MissingKeyError, Queue, UnknownDriverError
 from queueing.delay import seconds_to_wait
 from queueing.drivers.base import Driver, DriverUnavailableError
 from queueing.failed import DatabaseFailedJobStore, FailedTableMissingError
 from queueing.operations import NoSuchFailedJobError, retry_failed
+from queueing.reporting import short_name
 from queueing.worker import Worker, WorkerOptions
 
 
@@ -56,7 +58,7 @@ def _run(action: Callable[[], Any]) -> Any:
         NoSuchFailedJobError,
         UnknownDriverError,
     ) as error:
-        raise CraftError(str(error)) from error
+        raise CraftError(explain(error)) from error
 
 
 def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -71,6 +73,30 @@ def _echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class Seconds(click.ParamType):
+    """A number of seconds, above zero (or at least zero with `allow_zero`)."""
+
+    name = "seconds"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        """Read `value` as seconds, or fail saying what is expected."""
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} must be a number of seconds", param, ctx)
+        if seconds < 0 or (seconds == 0 and not self.allow_zero):
+            least = "0 or more" if self.allow_zero else "above 0"
+            self.fail(f"{value!r} must be a number of seconds, {least}", param, ctx)
+        return seconds
 
 
 # The worker ---------------------------------------------------------------------------
@@ -89,30 +115,34 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.option(
     "--failed", is_flag=True, help="Put every stored failed job of this driver back, then exit."
 )
-@click.option("--stop-when-empty", is_flag=True, help="Exit once no job is due.")
+@click.option(
+    "--stop-when-empty",
+    is_flag=True,
+    help="Exit once the queues hold nothing left to run, delayed jobs and retries included.",
+)
 @click.option("--max-jobs", type=click.IntRange(min=1), default=None, help="Exit after N jobs.")
 @click.option(
     "--max-time",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=None,
     help="Exit after S seconds.",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=None,
     help="Fail a job running longer than S seconds.",
 )
 @click.option(
     "--sleep",
-    type=click.FloatRange(min=0),
+    type=Seconds(allow_zero=True),
     default=1.0,
     show_default=True,
     help="Seconds to wait when no job is due.",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(allow_zero=True),
     default=30.0,
     show_default=True,
     help="Seconds the job in hand may finish after SIGTERM.",
@@ -122,7 +152,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes to run (each runs one job at a time).",
+    help="Worker processes to run (each runs one sync job at a time).",
+)
+@click.option(
+    "--async-concurrency",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Async jobs (async def handle) each process runs at once on its event loop; "
+    "0 runs them one at a time like sync jobs.",
 )
 @click.option("--quiet", is_flag=True, help="Print only errors.")
 def queue_work(
@@ -137,6 +175,7 @@ def queue_work(
     sleep: float,
     grace: float,
     concurrency: int,
+    async_concurrency: int,
     quiet: bool,
 ) -> None:
     """Run a worker: take jobs and run them until stopped (SIGTERM/SIGINT)."""
@@ -155,6 +194,7 @@ def queue_work(
             "a worker serves the database and amqp drivers"
         )
     names = [name.strip() for name in (queues or "").split(",") if name.strip()]
+    number = worker_number()
     options = WorkerOptions(
         queues=names or [target.queue_for(channel, None)],
         channel=channel,
@@ -165,6 +205,8 @@ def queue_work(
         sleep=sleep,
         grace=grace,
         quiet=quiet,
+        process=f"worker {number}" if number else None,
+        async_concurrency=async_concurrency,
     )
     runner = make(JobRunner)
     _run(runner.signer.require_key)
@@ -177,6 +219,7 @@ def queue_work(
             f"worker {os.getpid()} on {target.name}"
             + (f" ({channel})" if channel else "")
             + f", queues: {', '.join(options.queues)}"
+            + (f" (supervised as worker {number})" if number else "")
         )
     try:
         code = _run(Worker(target, runner, options).run)
@@ -233,7 +276,7 @@ def queue_failed(queue: str | None, job: str | None, since: str | None, as_json:
         rows.append(
             [
                 failure.id,
-                failure.name.rpartition(".")[2] or failure.name,
+                short_name(failure.name),
                 failure.queue,
                 failure.driver,
                 exception if len(exception) <= 60 else exception[:57] + "...",

@@ -60,6 +60,11 @@ class Migrator:
     def __init__(self, root: Path) -> None:
         self.folder = root / MIGRATIONS_FOLDER
 
+    def written(self, table: str) -> bool:
+        """Say whether the migration creating `table` (`queue_jobs`, `failed_jobs`) is written."""
+        stem = f"create_{table}_table"
+        return self.folder.is_dir() and any(self.folder.glob(f"*_{stem}.py"))
+
     def write(self, table: str) -> Path:
         """Write the migration creating `table` (`jobs` or `failed`); refuse a second one."""
         stem, template_name = TEMPLATES[table]

@@ -168,6 +168,8 @@ class DatabaseDriver(Driver):
     """Stores jobs in `queue_jobs` and hands them out under a lease."""
 
     name = "database"
+    # Reservations expire: the worker extends the lease of every job in hand.
+    leases = True
 
     def __init__(
         self,

@@ -375,24 +375,84 @@ def test_clear_goes_ahead_when_the_operator_says_yes(
 # Missing tables, missing key ----------------------------------------------------------------
 
 
-def test_missing_tables_are_one_clear_line_and_a_non_zero_exit(
+def test_missing_tables_with_their_migrations_written_say_to_run_craft_migrate(
     project: Path, tmp_path: Path
 ) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     run = Craft(project, project_env(project, new_key(), DB_SQLITE_URL=empty))
     jobs_missing = (
-        "craft: table queue_jobs does not exist on connection 'sqlite': "
-        "run craft queue:table --jobs and craft migrate"
+        "craft: table queue_jobs does not exist on connection 'sqlite': run craft migrate"
     )
     failed_missing = (
-        "craft: table failed_jobs does not exist on connection 'sqlite': "
-        "run craft queue:table --failed and craft migrate"
+        "craft: table failed_jobs does not exist on connection 'sqlite': run craft migrate"
     )
 
     assert run.refuses("queue:work", "--stop-when-empty") == jobs_missing
     assert run.refuses("queue:status") == jobs_missing
     assert run.refuses("queue:failed") == failed_missing
     assert run.refuses("queue:retry", "--all") == failed_missing
+
+
+def test_missing_tables_without_their_migrations_say_to_write_them_first(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path, migrations=False)
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    run = Craft(project, project_env(project, new_key(), DB_SQLITE_URL=empty))
+
+    assert run.refuses("queue:work", "--stop-when-empty") == (
+        "craft: table queue_jobs does not exist on connection 'sqlite': "
+        "run craft queue:table --jobs, then craft migrate"
+    )
+    assert run.refuses("queue:failed") == (
+        "craft: table failed_jobs does not exist on connection 'sqlite': "
+        "run craft queue:table --failed, then craft migrate"
+    )
+    run.ok("queue:table", "--jobs")
+    run.ok("migrate")
+    assert run.refuses("queue:failed") == (
+        "craft: table failed_jobs does not exist on connection 'sqlite': "
+        "run craft queue:table --failed, then craft migrate"
+    )
+    run.ok("queue:work", "--stop-when-empty")
+
+
+def test_the_examples_on_a_missing_table_print_one_line_with_the_fix(
+    project: Path, tmp_path: Path
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    environment = project_env(project, new_key(), DB_SQLITE_URL=empty)
+
+    pushed = examples(project, environment)
+
+    assert pushed.returncode == 1
+    assert pushed.stdout == ""
+    assert pushed.stderr == (
+        "app.examples: table queue_jobs does not exist on connection 'sqlite': run craft migrate\n"
+    )
+
+
+def test_the_examples_on_bad_config_print_one_line(project: Path) -> None:
+    (project / "config" / "queue.py").write_text("DRIVER = 'nosuch'\nDRIVERS = {}\n")
+
+    pushed = examples(project, project_env(project, new_key()))
+
+    assert pushed.returncode == 1
+    [line] = pushed.stderr.splitlines()
+    assert line.startswith("app.examples: ")
+    assert "nosuch" in line
+
+
+def examples(project: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m app.examples` in `project`."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.examples"],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_worker_without_a_key_says_how_to_make_one(project: Path, backend: Backend) -> None:
@@ -458,16 +518,19 @@ def test_the_readme_main_job_runs_on_sqlite_with_no_server(project: Path) -> Non
     [status] = run.json("queue:status")
     [failure] = run.json("queue:failed")
 
-    # A job line: time, job, id, queue, outcome, duration.
-    fields = [line.split("  ") for line in worked if LINE_TIME.match(line)]
-    outcomes = [[field[1], field[4]] for field in fields]
+    # A job line: time, job, id, queue, outcome, duration; columns two spaces or more apart.
+    fields = [re.split(r" {2,}", line) for line in worked if LINE_TIME.match(line)]
+    outcomes = [[field[1], field[4]] for field in fields if len(field) >= 6]
     assert outcomes.count(["SendWelcomeEmail", "done"]) == 2
     assert ["notify_slack", "done"] in outcomes
     assert [outcome for job, outcome in outcomes if job == "ResizeImage"] == [
-        "retry in 1s",
-        "retry in 1s",
-        "failed",
+        "retry 1/3 in 1 s",
+        "retry 2/3 in 1 s",
+        "failed 3/3",
     ]
+    assert re.search(
+        r"worker stopped after .*: 6 processed, 3 done, 1 failed, 2 retried", worked[-1]
+    )
     assert (status["pending"], status["delayed"], status["reserved"], status["failed"]) == (
         0,
         0,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from container import Container
@@ -23,10 +24,16 @@ from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import Backend, open_backend
 from tests.queueing.drivers import jobs_for_database as jobs
 
+STAMP = r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)  (?:(?P<process>worker \d+)  )?"
+DURATION = r"\d+(?:\.\d)? (?:ms|s)|\d+ min \d\d s"
 LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)  (?P<job>\S+)  (?P<id>[0-9a-f]{12})  "
-    r"(?P<queue>\S+)  (?P<outcome>done|retry in \S+|failed|parked)  (?P<ms>\d+\.\d) ms"
-    r"(?:  \((?P<error>.*)\))?$"
+    rf"^{STAMP}(?P<job>\S+) +(?P<id>[0-9a-f]{{12}})  (?P<queue>\S+) +"
+    r"(?P<outcome>done|retry \S+ in \S+ m?s|failed \S+|parked|released|still running) +"
+    rf"(?P<duration>{DURATION})(?:  \((?P<error>.*)\))?$"
+)
+SUMMARY = re.compile(
+    rf"^{STAMP}(?:worker )?stopped after (?P<wall>{DURATION}): (?P<processed>\d+) processed, "
+    r"(?P<done>\d+) done, (?P<failed>\d+) failed, (?P<retried>\d+) retried"
 )
 
 
@@ -48,7 +55,10 @@ def markers_dir(tmp_path: Path) -> Path:
 def run_worker(
     backend: Backend, on_line: Callable[[str], None] | None = None, **options: object
 ) -> tuple[Worker, list[str], list[str]]:
-    """Run a worker with `options` until it stops; return it and what it printed."""
+    """Run a worker with `options` until it stops; return it, its job lines and its errors.
+
+    The summary line it prints last is checked here and left out.
+    """
     lines: list[str] = []
     errors: list[str] = []
 
@@ -65,7 +75,9 @@ def run_worker(
         errors=errors.append,
     )
     assert worker.run() == 0
-    return worker, lines, errors
+    *job_lines, summary = lines
+    assert SUMMARY.match(summary), f"not a summary line: {summary!r}"
+    return worker, job_lines, errors
 
 
 def parsed(lines: list[str]) -> list[dict[str, str]]:
@@ -108,14 +120,14 @@ def test_a_retry_goes_back_with_its_delay_and_the_worker_runs_other_jobs_meanwhi
     snapshots = []
 
     def on_line(line: str) -> None:
-        if "retry in" in line:
+        if " retry " in line:
             snapshots.append((time.time(), backend.jobs()))
 
     started = time.time()
     _worker, lines, _errors = run_worker(backend, on_line, stop_when_empty=True)
 
     assert [(f["job"], f["outcome"]) for f in parsed(lines)] == [
-        ("FailOnce", "retry in 1s"),
+        ("FailOnce", "retry 1/3 in 1 s"),
         ("Record", "done"),
         ("FailOnce", "done"),
     ]
@@ -173,7 +185,7 @@ def test_timeout_fails_a_job_running_too_long_and_the_worker_goes_on(
 
     fields = parsed(lines)
     assert [(f["job"], f["outcome"]) for f in fields] == [
-        ("sleep_then_record", "failed"),
+        ("sleep_then_record", "failed 1/1"),
         ("Record", "done"),
     ]
     assert fields[0]["error"] == "TimeoutError: job timed out after 0.5s"
@@ -196,10 +208,120 @@ def test_a_timed_out_attempt_of_a_job_class_is_retried(backend: Backend, markers
     _worker, lines, _errors = run_worker(backend, max_jobs=1, timeout=0.3)
 
     [fields] = parsed(lines)
-    assert fields["outcome"] == "retry in 1s"
+    assert fields["outcome"] == "retry 1/3 in 1 s"
     assert fields["error"] == "TimeoutError: job timed out after 0.3s"
     [row] = backend.jobs()
     assert (row.attempts, row.reserved_by) == (1, None)
+
+
+# What the worker prints ---------------------------------------------------------------
+
+
+def test_job_lines_line_up_in_columns_whatever_the_job_and_queue_names(
+    backend: Backend, markers_dir: Path
+) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "short"])
+    backend.queue.push(jobs.sleep_then_record, args=[str(markers_dir), "long", 0], queue="mail")
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "again"], queue="mail")
+
+    _worker, lines, _errors = run_worker(backend, queues=["default", "mail"], stop_when_empty=True)
+
+    fields = parsed(lines)
+    assert [f["job"] for f in fields] == ["Record", "sleep_then_record", "Record"]
+    for column in ("id", "queue", "outcome"):
+        starts = {line.index(f[column], 20) for line, f in zip(lines, fields, strict=True)}
+        assert len(starts) == 1, f"the {column} column moves:\n" + "\n".join(lines)
+    assert len({len(line) for line in lines}) == 1, "durations are not right-aligned"
+
+
+def test_a_worker_serving_one_queue_keeps_id_queue_and_outcome_two_spaces_apart(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [job_id] = backend.queue.push(jobs.Record, args=[str(markers_dir), "one"])
+
+    _worker, [line], _errors = run_worker(backend, stop_when_empty=True)
+
+    assert f"{job_id[:12]}  default  done " in line
+
+
+def test_the_duration_reads_in_milliseconds_or_seconds(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "quick"])
+    backend.queue.push(jobs.sleep_then_record, args=[str(markers_dir), "slow", 1.1])
+
+    _worker, lines, _errors = run_worker(backend, stop_when_empty=True)
+
+    quick, slow = (f["duration"] for f in parsed(lines))
+    assert re.fullmatch(r"\d+(\.\d)? ms", quick)
+    assert re.fullmatch(r"1\.\d s", slow)
+
+
+def test_the_worker_ends_with_a_summary_of_what_it_did(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "fine"])
+    backend.queue.push(jobs.FailOnce, args=[str(markers_dir), "flaky"])
+    backend.queue.push(jobs.Explode, args=["the disk is full"])
+    lines: list[str] = []
+    worker = Worker(
+        backend.driver,
+        backend.runner,
+        WorkerOptions(stop_when_empty=True, sleep=0.05),
+        output=lines.append,
+        errors=lambda _line: None,
+    )
+
+    worker.run()
+
+    summary = SUMMARY.match(lines[-1])
+    assert summary, lines[-1]
+    counts = {key: summary[key] for key in ("processed", "done", "failed", "retried")}
+    assert counts == {"processed": "4", "done": "2", "failed": "1", "retried": "1"}
+
+
+def test_a_long_job_gets_a_still_running_line_every_interval(
+    backend: Backend, markers_dir: Path
+) -> None:
+    [slow] = backend.queue.push(jobs.sleep_then_record, args=[str(markers_dir), "slow", 1.3])
+
+    _worker, lines, _errors = run_worker(backend, stop_when_empty=True, still_running_every=0.5)
+
+    fields = parsed(lines)
+    assert [(f["id"], f["outcome"]) for f in fields] == [
+        (slow[:12], "still running"),
+        (slow[:12], "still running"),
+        (slow[:12], "done"),
+    ]
+    # How long the job had run when each line was printed.
+    assert re.fullmatch(r"(5|6)\d\d ms", fields[0]["duration"]), lines
+    assert re.fullmatch(r"1\.[01] s", fields[1]["duration"]), lines
+
+
+def test_a_quick_job_gets_no_still_running_line(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(*[jobs.Record] * 3, args=[str(markers_dir), "quick"])
+
+    _worker, lines, _errors = run_worker(backend, stop_when_empty=True, still_running_every=0.5)
+
+    assert [f["outcome"] for f in parsed(lines)] == ["done", "done", "done"]
+
+
+def test_a_named_worker_process_says_so_on_every_line(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(jobs.Record, args=[str(markers_dir), "one"])
+
+    _worker, [line], _errors = run_worker(backend, stop_when_empty=True, process="worker 2")
+
+    assert parsed([line])[0]["process"] == "worker 2"
+
+
+def test_lines_are_coloured_only_when_asked(backend: Backend, markers_dir: Path) -> None:
+    backend.queue.push(*[jobs.Record] * 2, args=[str(markers_dir), "one"])
+    coloured: list[str] = []
+    plain: list[str] = []
+    options = WorkerOptions(stop_when_empty=True, sleep=0.05, max_jobs=1)
+
+    Worker(backend.driver, backend.runner, options, output=coloured.append, colour=True).run()
+    Worker(backend.driver, backend.runner, options, output=plain.append).run()
+
+    assert "\x1b[32mdone" in coloured[0]  # green
+    assert parsed([click.unstyle(coloured[0])])[0]["outcome"] == "done"
+    assert "\x1b[" not in "".join(plain)
 
 
 # Lease keeping ------------------------------------------------------------------------

@@ -397,7 +397,7 @@ def test_blocking_prints_a_line_per_attempt_and_reraises_the_error(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
     assert all(line.startswith("Job Ran: ") for line in lines)
-    assert "retry in" in lines[0]
+    assert " retry 1/3 in " in lines[0]
     assert "failed" in lines[-1]
     assert len(journal.failures) == 1
 

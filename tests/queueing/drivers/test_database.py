@@ -306,7 +306,8 @@ def test_a_missing_table_is_a_clear_error_at_push_and_at_check(
 ) -> None:
     expected = (
         f"table queue_jobs does not exist on connection '{backend.connection}': "
-        "run craft queue:table --jobs and craft migrate"
+        "run craft migrate (after craft queue:table --jobs "
+        "if databases/migrations has no queue_jobs migration)"
     )
     drop_queue_jobs(backend.engine)
     try:
@@ -319,6 +320,7 @@ def test_a_missing_table_is_a_clear_error_at_push_and_at_check(
 
     assert str(at_push.value) == expected
     assert str(at_check.value) == expected
+    assert (at_push.value.table, at_push.value.connection) == ("queue_jobs", backend.connection)
 
 
 # Refused payloads, failures ----------------------------------------------------------------

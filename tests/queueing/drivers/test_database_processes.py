@@ -7,6 +7,7 @@ Each test pushes from this process into the tables a worker process reads
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import signal
 import subprocess
@@ -167,7 +168,9 @@ def test_sigterm_releases_a_job_that_outlives_the_grace_without_spending_an_atte
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0, worker.errors()
 
-    assert f"{job_id[:12]}  default  released (worker stopping)" in worker.output()
+    assert re.search(
+        rf"{job_id[:12]}  default  released +\S+ m?s  \(worker stopping\)", worker.output()
+    ), worker.output()
     assert jobs.markers(markers_dir, "job") == []
     [row] = backend.jobs()
     assert (row.uuid, row.attempts, row.reserved_by, row.reserved_until) == (job_id, 0, None, None)
@@ -228,7 +231,12 @@ def test_concurrency_runs_several_worker_processes_over_one_queue(
         assert supervisor.wait(timeout=60) == 0, supervisor.errors()
 
     assert jobs.runs_by_name(markers_dir) == {f"{number:03d}": 1 for number in range(200)}
-    assert supervisor.output().count(" on database, queues: default") == 3
+    output = supervisor.output()
+    assert output.count(" on database, queues: default (supervised as worker ") == 3
+    # Every job line and summary says which of the three workers printed it.
+    numbered = re.findall(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  worker ([123])  ", output, re.M)
+    assert len(numbered) == 200 + 3, output
+    assert set(numbered) == {"1", "2", "3"}
     assert backend.jobs() == []
 
 
