@@ -148,3 +148,51 @@ class UsesSessionAsync(UsesSession):
         """Await, then note as the sync one does."""
         await asyncio.sleep(0)
         note(path, f"same={again is self.session} open={not again.closed}")
+
+
+_MEETINGS: dict[int, asyncio.Event] = {}
+_ARRIVED: dict[int, int] = {}
+
+
+class Rendezvous(Queueable):
+    """Waits until `size` jobs of its kind are running at once on this loop, then ends.
+
+    With fewer than `size` in flight at a time it could never end: it gives up
+    after 60 s (and fails), so a test sees the lack of concurrency as a failure.
+    """
+
+    run_again_on_fail = False
+
+    async def handle(self, path: str, size: int) -> None:
+        """Arrive, wait for the others, note the end."""
+        loop = id(asyncio.get_running_loop())
+        meeting = _MEETINGS.setdefault(loop, asyncio.Event())
+        _ARRIVED[loop] = _ARRIVED.get(loop, 0) + 1
+        if _ARRIVED[loop] >= size:
+            meeting.set()
+        await asyncio.wait_for(meeting.wait(), timeout=60)
+        note(path, "met")
+
+
+class HangsOnFirstRun(Queueable):
+    """On its first run notes `started` and awaits for ever; on a later run notes `ran`."""
+
+    async def handle(self, directory: str, name: str) -> None:
+        """Hang the first time (a marker file tells), finish the next."""
+        marker = f"{directory}/{name}.started"
+        try:
+            with open(marker, "x", encoding="utf-8"):
+                pass
+        except FileExistsError:
+            note(f"{directory}/ran.txt", name)
+            return
+        await asyncio.sleep(3600)
+
+
+class QuickAsync(Queueable):
+    """Ends at once, leaving its name."""
+
+    async def handle(self, directory: str, name: str) -> None:
+        """Note the name."""
+        await asyncio.sleep(0)
+        note(f"{directory}/ran.txt", name)
