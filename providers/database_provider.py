@@ -41,7 +41,7 @@ def read_database_config(configuration: Configuration) -> tuple[str, dict[str, s
                 f"config/database.py: connection {name!r} has an unreadable URL: {error}"
             ) from error
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            path = Path(parsed.database)
+            path = Path(str(parsed.database))
             if not path.is_absolute():
                 path = configuration.root / path
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -469,7 +469,8 @@ class JobRunner:
 
     def _call_failed(self, instance: Queueable, payload: dict[str, Any], error: Exception) -> None:
         try:
-            value = instance.failed(payload, error)
+            failed: Callable[..., Any] = instance.failed  # may be async def
+            value = failed(payload, error)
             if is_awaitable(value):
                 if _ON_JOB_LOOP.get():
                     # On a worker's event loop: await it there, beside the other jobs.

@@ -38,6 +38,8 @@ class Queueable:
     max_retry_delay: float | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     fail_on: tuple[type[BaseException], ...] = ()
+    # What `release` or `fail` decided during the attempt in hand.
+    _decision: Release | Fail | None = None
 
     def attempts_allowed(self) -> int:
         """Return how many attempts this job gets in all."""

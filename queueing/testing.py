@@ -13,8 +13,9 @@ delayed jobs and retries become due when the test advances the clock.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -93,11 +94,14 @@ class QueueFake(Queue):
         signer: Signer | None = None,
         failed_store: FailedJobStore | None = None,
     ) -> None:
-        self.clock = ManualClock()
+        self.clock: ManualClock = ManualClock()
         signer = signer or Signer(secrets.token_bytes(32))
         names = list(drivers)
+        factories: dict[str, Callable[[], Driver]] = {
+            name: functools.partial(_RecordingDriver, self, name) for name in names
+        }
         super().__init__(
-            {name: (lambda name=name: _RecordingDriver(self, name)) for name in names},
+            factories,
             default or names[0],
             signer,
             self.clock,

@@ -301,7 +301,8 @@ class Worker:
         if failure is not None:
             bury_stored = getattr(self.driver, "bury_stored", None)
             store = self.runner.failed_store
-            if bury_stored is not None and self.driver.shares_transaction_with(held, store):
+            shares = getattr(self.driver, "shares_transaction_with", None)
+            if bury_stored is not None and shares is not None and shares(held, store):
                 return bool(bury_stored(held, failure, store))
             self.runner.record(result)
         return self.driver.bury(held)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from sqlalchemy.exc import OperationalError
@@ -10,6 +13,8 @@ from sqlalchemy.exc import OperationalError
 from craft.application import engine_for
 from craft.errors import CraftError
 from craft.migrations import MigrationError, Migrator
+
+T = TypeVar("T")
 
 connection_option = click.option(
     "--connection",
@@ -23,7 +28,7 @@ def _migrator() -> Migrator:
     return Migrator(Path.cwd())
 
 
-def _guard(action):  # type: ignore[no-untyped-def]
+def _guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except MigrationError as error:
@@ -39,8 +44,12 @@ def queue_table(jobs: bool, failed: bool) -> None:
     """Write migrations for the queue tables into databases/migrations/."""
     tables = (["jobs"] if jobs else []) + (["failed"] if failed or not jobs else [])
     for table in tables:
-        path = _guard(lambda table=table: _migrator().write(table))
+        path = _guard(functools.partial(_write, table))
         click.echo(f"created {path.relative_to(Path.cwd())}")
+
+
+def _write(table: str) -> Path:
+    return _migrator().write(table)
 
 
 @click.command("migrate")

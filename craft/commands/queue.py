@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import click
 import pendulum
@@ -23,7 +23,7 @@ from queueing.drivers.base import Driver, DriverUnavailableError
 from queueing.failed import DatabaseFailedJobStore, FailedTableMissingError
 from queueing.operations import NoSuchFailedJobError, retry_failed
 from queueing.reporting import short_name
-from queueing.worker import Worker, WorkerOptions
+from queueing.worker import ReservingDriver, Worker, WorkerOptions
 
 
 def _queue() -> Queue:
@@ -222,7 +222,7 @@ def queue_work(
             + (f" (supervised as worker {number})" if number else "")
         )
     try:
-        code = _run(Worker(target, runner, options).run)
+        code = _run(Worker(cast(ReservingDriver, target), runner, options).run)
     finally:
         # Gives back jobs reserved ahead of time and closes the broker connections.
         target.close()
@@ -365,7 +365,7 @@ def queue_clear(
     clear = getattr(target, "clear", None)
     if clear is None:
         raise CraftError(f"the {target.name} driver keeps no jobs to clear")
-    question = target.clear_question(queue=queue, channel=channel)
+    question = getattr(target, "clear_question")(queue=queue, channel=channel)  # noqa: B009
     if not force and not click.confirm(question):
         raise CraftError("nothing deleted")
     count = _run(lambda: clear(queue=queue, channel=channel))

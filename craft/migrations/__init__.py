@@ -133,7 +133,7 @@ class Migrator:
         with engine.begin() as connection:
             applied = set(MigrationContext.configure(connection).get_current_heads())
             _batches_metadata.create_all(connection)
-            batches = dict(
+            batches: dict[str, int] = dict(
                 connection.execute(
                     select(migration_batches.c.revision, migration_batches.c.batch)
                 ).all()

@@ -331,7 +331,7 @@ class DatabaseDriver(Driver):
     def _reserve_from(self, name: str, queue: str) -> list[Reservation]:
         now = milliseconds(self.clock.now())
         lease_end = now + milliseconds(self.retry_after)
-        values = {
+        values: dict[str, Any] = {
             "queue": queue,
             "now": now,
             "limit": self.prefetch,
@@ -878,7 +878,7 @@ def _is_conflict(error: BaseException | None) -> bool:
         return False
     if getattr(original, "sqlstate", None) in ("40P01", "40001"):
         return True
-    arguments = getattr(original, "args", ())
+    arguments: tuple[Any, ...] = tuple(getattr(original, "args", ()))
     return bool(arguments) and arguments[0] in (1213, 1205)
 
 
@@ -916,9 +916,11 @@ def _iso(value: dt.datetime | str | None) -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value)
+            moment = dt.datetime.fromisoformat(value)
         except ValueError:
             return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.isoformat()
+    else:
+        moment = value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.isoformat()
