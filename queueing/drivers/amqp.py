@@ -1313,6 +1313,8 @@ class _Consumer:
             if self._flush_scheduled:
                 return True
             self._flush_scheduled = True
+        if connection is None:
+            return False
         try:
             connection.add_callback_threadsafe(
                 functools.partial(self._send_acknowledgements, delivery.generation)
