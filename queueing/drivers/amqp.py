@@ -1297,7 +1297,9 @@ class _Consumer:
         """
         with self._state:
             connection = self._connection
-            if not (self._connected and delivery.generation == self._generation):
+            if connection is None or not (
+                self._connected and delivery.generation == self._generation
+            ):
                 return False
             tag = delivery.delivery_tag
             self._unsent_acknowledgements.append(tag)
@@ -1313,8 +1315,6 @@ class _Consumer:
             if self._flush_scheduled:
                 return True
             self._flush_scheduled = True
-        if connection is None:
-            return False
         try:
             connection.add_callback_threadsafe(
                 functools.partial(self._send_acknowledgements, delivery.generation)
