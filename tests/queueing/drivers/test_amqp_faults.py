@@ -347,6 +347,56 @@ def test_reserve_counts_the_deaths_of_the_job_in_hand_and_not_of_those_prefetche
     assert (attempts, ran) == (4, {})
 
 
+def test_a_job_caught_in_hand_by_two_kills_after_one_in_a_killed_prefetch_is_stored_not_lost(
+    drivers: Callable[..., AmqpDriver],
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    markers_dir: Path,
+    key: str,
+    tmp_path: Path,
+) -> None:
+    # What the kill storm's "never ran" was: the job sat prefetched behind
+    # another one when a worker was killed (an unconfirmed death), then was in
+    # hand alone at two more kills. Those cannot be told from a poison job's
+    # deaths, so the job is failed as died, and stored: not stranded in a queue.
+    [first_id, caught_id] = queue.push(
+        *[jobs.Numbered(number) for number in range(2)], args=[str(markers_dir)]
+    )
+
+    def take_until_caught(driver: AmqpDriver) -> int:
+        """Acknowledge every other job `driver` is handed; return the attempts of the caught one."""
+        while (held := reserve(driver, queue_name)).envelope.id != caught_id:
+            assert driver.acknowledge(held)
+        return held.envelope.attempts
+
+    killed = drivers(queue=queue_name, prefetch=10)
+    assert reserve(killed, queue_name).envelope.id == first_id
+    wait_until(lambda: broker.ready(queue_name) == 0, 5, "the worker did not prefetch both")
+    killed.close()  # it dies with the first job in hand, the caught one prefetched
+    for attempts in (1, 3):
+        caught_in_hand = drivers(queue=queue_name)
+        assert take_until_caught(caught_in_hand) == attempts
+        caught_in_hand.close()
+
+    connections = Connections({"failed": engine_url("sqlite", tmp_path)}, "failed")
+    engine = connections.engine("failed")
+    metadata.create_all(engine, tables=[failed_jobs])
+    runner = JobRunner(Container(), Signer(key), DatabaseFailedJobStore(connections, "failed"))
+    Worker(
+        drivers(queue=queue_name),
+        runner,
+        WorkerOptions(queues=[queue_name], stop_when_empty=True, sleep=0.05, quiet=True),
+        output=lambda _line: None,
+        errors=lambda _line: None,
+    ).run()
+
+    [failure] = rows(engine, failed_jobs)
+    assert (failure.uuid, failure.reason, failure.attempts) == (caught_id, "died", 3)
+    assert jobs.runs_by_name(markers_dir) == {}  # the caught job never ran, yet is kept
+    assert broker.ready(queue_name) == broker.ready(suspects_queue_name(queue_name)) == 0
+
+
 # Broker restarts and forged messages --------------------------------------------------------
 
 
