@@ -247,11 +247,22 @@ class JobRunner:
     async def _await_job(self, prepared: Prepared, timeout: float | None) -> Result:
         instance = None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as limit:
                 instance, function = self._build(prepared)
                 value = self.container.call(function, *prepared.args, **prepared.kwargs)
                 if is_awaitable(value):
                     await value
+            if limit.expired():
+                # The job caught the cancellation and went on to its end.
+                logger.warning(
+                    "job %s (%s) swallowed its cancellation at the %gs timeout and ran on",
+                    prepared.envelope.id,
+                    prepared.envelope.name,
+                    timeout,
+                )
+                return self._decided_for(
+                    prepared, instance, TimeoutError(f"job timed out after {timeout:g}s")
+                )
         except TimeoutError as error:
             if timeout is None or not _ran_out(error):
                 return self._decided_for(prepared, instance, error)

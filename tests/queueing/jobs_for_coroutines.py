@@ -196,3 +196,16 @@ class QuickAsync(Queueable):
         """Note the name."""
         await asyncio.sleep(0)
         note(f"{directory}/ran.txt", name)
+
+
+class SwallowsCancel(Queueable):
+    """Catches the cancellation of its timeout and goes on to its end."""
+
+    run_again_on_fail = False
+
+    async def handle(self, path: str) -> None:
+        """Sleep long; on cancel, note it and finish anyway."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            note(path, "swallowed")

@@ -279,3 +279,18 @@ def _envelope(signer: Signer, job: Any, args: list[Any]) -> Envelope:
         delay=0.0,
     )
     return envelope.started()
+
+
+def test_a_job_that_swallows_its_timeout_cancellation_is_still_failed_as_timed_out(
+    signer_and_runner: tuple[Signer, JobRunner], log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    signer, runner = signer_and_runner
+    prepared = runner.prepare(_envelope(signer, jobs.SwallowsCancel, [str(log)]))
+    assert not isinstance(prepared, Result)
+
+    result = asyncio.run(runner.finish_async(prepared, timeout=0.05))
+
+    assert lines(log) == ["swallowed"]
+    assert result.outcome is Outcome.FAILED
+    assert result.error_text == "TimeoutError: job timed out after 0.05s"
+    assert "swallowed its cancellation" in caplog.text
