@@ -150,27 +150,27 @@ class UsesSessionAsync(UsesSession):
         note(path, f"same={again is self.session} open={not again.closed}")
 
 
-_MEETINGS: dict[int, asyncio.Event] = {}
-_ARRIVED: dict[int, int] = {}
+_MEETINGS: dict[str, asyncio.Event] = {}
+_ARRIVED: dict[str, int] = {}
 
 
 class Rendezvous(Queueable):
-    """Waits until `size` jobs of its kind are running at once on this loop, then ends.
+    """Waits until `size` jobs of the same `meeting` are running at once, then ends.
 
     With fewer than `size` in flight at a time it could never end: it gives up
     after 60 s (and fails), so a test sees the lack of concurrency as a failure.
+    Each test names its own meeting, so no test sees another's arrivals.
     """
 
     run_again_on_fail = False
 
-    async def handle(self, path: str, size: int) -> None:
+    async def handle(self, path: str, size: int, meeting: str) -> None:
         """Arrive, wait for the others, note the end."""
-        loop = id(asyncio.get_running_loop())
-        meeting = _MEETINGS.setdefault(loop, asyncio.Event())
-        _ARRIVED[loop] = _ARRIVED.get(loop, 0) + 1
-        if _ARRIVED[loop] >= size:
-            meeting.set()
-        await asyncio.wait_for(meeting.wait(), timeout=60)
+        event = _MEETINGS.setdefault(meeting, asyncio.Event())
+        _ARRIVED[meeting] = _ARRIVED.get(meeting, 0) + 1
+        if _ARRIVED[meeting] >= size:
+            event.set()
+        await asyncio.wait_for(event.wait(), timeout=60)
         note(path, "met")
 
 

@@ -35,6 +35,7 @@ from tests.database_fixtures import (
     workers,
 )
 from tests.queueing import jobs_for_coroutines as jobs
+from tests.queueing.drivers import jobs_for_database as database_jobs
 from tests.services import require
 
 COUNT = 200
@@ -64,8 +65,9 @@ def test_200_async_jobs_that_need_10_running_at_once_all_finish_on_a_database_wo
     engine: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "log.txt"
+    meeting = uuid.uuid4().hex
     with open_backend(engine, tmp_path) as backend:
-        backend.queue.push(*[jobs.Rendezvous] * COUNT, args=[str(log), AT_ONCE])
+        backend.queue.push(*[jobs.Rendezvous] * COUNT, args=[str(log), AT_ONCE, meeting])
 
         run(backend.driver, backend.runner, ["default"], COUNT)
 
@@ -78,12 +80,13 @@ def test_200_async_jobs_that_need_10_running_at_once_all_finish_on_an_amqp_worke
 ) -> None:
     require("rabbitmq")
     log = tmp_path / "log.txt"
+    meeting = uuid.uuid4().hex
     name = f"test-async-worker-{uuid.uuid4().hex[:12]}"
     driver = AmqpDriver(queue=name)
     signer = Signer(new_key())
     try:
         Queue({"amqp": lambda: driver}, "amqp", signer).push(
-            *[jobs.Rendezvous] * COUNT, args=[str(log), AT_ONCE]
+            *[jobs.Rendezvous] * COUNT, args=[str(log), AT_ONCE, meeting]
         )
 
         output = run(driver, JobRunner(Container(), signer, _Fails()), [name], COUNT)
@@ -210,3 +213,21 @@ def _delete_queues(*names: str) -> None:
                 channel.queue_delete(name)
     finally:
         connection.close()
+
+
+def test_sync_and_async_jobs_share_one_queue_and_all_run(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    meeting = uuid.uuid4().hex
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with open_backend("sqlite", tmp_path) as backend:
+        for number in range(AT_ONCE * 2):
+            backend.queue.push(jobs.Rendezvous, args=[str(log), AT_ONCE, meeting])
+            if number % 4 == 0:
+                backend.queue.push(database_jobs.Record, args=[str(markers), f"sync-{number}"])
+
+        run(backend.driver, backend.runner, ["default"], AT_ONCE * 2 + 5)
+
+        assert lines(log) == ["met"] * AT_ONCE * 2
+        assert len(database_jobs.markers(markers)) == 5
+        assert backend.jobs() == [] and backend.failures() == []
