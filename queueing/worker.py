@@ -334,7 +334,8 @@ class Worker:
         self._jobs.start(held, prepared)
 
     def _running_async(self) -> int:
-        return self._jobs.running if self._jobs is not None else 0
+        """Async jobs started and not settled yet (one that ended counts until it is settled)."""
+        return len(self._async_started)
 
     def _settle_async(self, wait: float = 0.0) -> None:
         """Settle the async jobs that ended, waiting up to `wait` seconds for one."""
@@ -357,16 +358,19 @@ class Worker:
         if jobs is None:
             return
         cancelled_at: float | None = None
-        while jobs.running:
+        while self._async_started:
             self._settle_async(wait=0.1)
             now = time.monotonic()
             if cancelled_at is None and self._grace_at is not None and now >= self._grace_at:
-                self.errors(f"cancelling {jobs.running} async job(s) still running after the grace")
+                self.errors(
+                    f"cancelling {len(self._async_started)} async job(s) still running "
+                    "after the grace"
+                )
                 jobs.cancel_all()
                 cancelled_at = now
             if cancelled_at is not None and now - cancelled_at > CANCEL_WAIT_SECONDS:
                 self.errors(
-                    f"{jobs.running} async job(s) ignored their cancellation; "
+                    f"{len(self._async_started)} async job(s) ignored their cancellation; "
                     "their jobs come back when their lease runs out"
                 )
                 break
