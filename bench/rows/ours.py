@@ -170,10 +170,11 @@ class AmqpRow(WorkerRow):
         return servers.purge_queue(AMQP_QUEUE)
 
     def setup(self, run: Run) -> None:
-        servers.delete_queues(AMQP_QUEUE)
+        servers.delete_queues(AMQP_QUEUE, f"{AMQP_QUEUE}.suspects")
 
     def cleanup(self, run: Run) -> None:
-        servers.delete_queues(AMQP_QUEUE)
+        # The worker declares the queue of redelivered messages beside it.
+        servers.delete_queues(AMQP_QUEUE, f"{AMQP_QUEUE}.suspects")
 
 
 class DatabaseRow(WorkerRow):
