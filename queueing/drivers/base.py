@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from queueing.payload import Envelope
 
@@ -13,6 +14,18 @@ class DriverUnavailableError(RuntimeError):
 
     # Whether trying again later may help; a server that refused for good says no.
     retryable = True
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many jobs one queue holds, by state, as `counts()` reports them."""
+
+    connection: str
+    queue: str
+    pending: int
+    delayed: int
+    reserved: int
+    oldest_pending_age: float | None
 
 
 class Driver(ABC):

@@ -55,7 +55,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from queueing.clock import Clock, SystemClock
 from queueing.connections import Connections
-from queueing.drivers.base import Driver, DriverUnavailableError
+from queueing.drivers.base import Driver, DriverUnavailableError, QueueCounts
 from queueing.failed import DatabaseFailedJobStore, FailedJob
 from queueing.payload import Envelope
 from queueing.schema import MissingTableError, queue_jobs
@@ -145,18 +145,6 @@ class Reservation:
     # Whether the row counts the attempt about to run; one reserved ahead of
     # the job in hand counts it only when the worker takes it up.
     started: bool = True
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    """How many jobs one queue holds, by state."""
-
-    connection: str
-    queue: str
-    pending: int
-    delayed: int
-    reserved: int
-    oldest_pending_age: float | None
 
 
 def milliseconds(seconds: float) -> int:

@@ -2,23 +2,17 @@
 
 Every test works on queues of its own (random names) and deletes them after.
 Workers are real `craft queue:work --driver amqp` processes in a copy of the
-project (`make_project`) whose failed jobs go to its SQLite file;
-`markers_dir` comes from this folder's conftest.
+project (`make_project`) whose failed jobs go to its SQLite file; the other
+fixtures come from this folder's conftest, `markers_dir` from the one above.
 """
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import shutil
 import signal
-import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pika
 import pika.exceptions
@@ -29,7 +23,7 @@ from sqlalchemy.engine import Engine
 from container import Container
 from queueing import JobRunner, Queue, Signer
 from queueing.connections import Connections
-from queueing.drivers.amqp import AmqpDriver, holding_delay, holding_queue_name, suspects_queue_name
+from queueing.drivers.amqp import AmqpDriver, suspects_queue_name
 from queueing.failed import DatabaseFailedJobStore
 from queueing.payload import MAGIC
 from queueing.schema import failed_jobs, metadata
@@ -38,7 +32,6 @@ from tests.database_fixtures import (
     WorkerProcess,
     engine_url,
     make_project,
-    new_key,
     project_env,
     rows,
     start_worker,
@@ -46,19 +39,19 @@ from tests.database_fixtures import (
 )
 from tests.queueing.drivers import jobs_for_amqp as jobs
 from tests.queueing.drivers import jobs_for_amqp_faults as faults
-from tests.services import require, services_required
+from tests.queueing.drivers.amqp.support import Broker, rabbitmqctl, reserve
+from tests.services import require
 
 # A worker that dies is started again, up to this many times in all.
 WORKER_STARTS = 10
 
 
-class Broker:
-    """A plain pika connection to RabbitMQ, for looking at queues as an operator would."""
+class FaultsBroker(Broker):
+    """The shared broker view, also cleaning up suspects queues and counting a missing queue as 0.
 
-    def __init__(self) -> None:
-        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-        self.channel = self.connection.channel()
-        self.names: set[str] = set()
+    Workers here die at any moment, so a suspects queue may or may not have
+    been declared when a test counts it.
+    """
 
     def name(self) -> str:
         """Return a fresh queue name; it, its suspects and its holding queues go at the end."""
@@ -66,99 +59,23 @@ class Broker:
         self.names |= {name, suspects_queue_name(name)}
         return name
 
-    def delayed(self, queue: str, seconds: float) -> None:
-        """Delete at the end the holding queues a delay of about `seconds` may use."""
-        for late in range(100):
-            self.names.add(holding_queue_name(queue, holding_delay(seconds - late / 1000)))
-
     def ready(self, queue: str) -> int:
         """Return the ready messages of `queue` (0 when it does not exist)."""
         try:
-            return self._channel().queue_declare(queue, passive=True).method.message_count
+            return super().ready(queue)
         except pika.exceptions.ChannelClosedByBroker:
             return 0
-
-    def publish(self, queue: str, body: bytes, **properties: Any) -> None:
-        """Publish raw bytes to `queue`, as anyone with access to the broker could."""
-        self._channel().queue_declare(queue, durable=True)
-        self._channel().basic_publish(
-            "", queue, body, pika.BasicProperties(delivery_mode=2, **properties)
-        )
-
-    def answers(self) -> bool:
-        """Say whether the broker takes connections again."""
-        try:
-            self._channel()
-        except pika.exceptions.AMQPConnectionError:
-            return False
-        return True
-
-    def close(self) -> None:
-        """Delete the test's queues and close."""
-        for name in self.names:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                self._channel().queue_delete(name)
-        if self.connection.is_open:
-            self.connection.close()
-
-    def _channel(self) -> Any:
-        # A connection lost with a broker restart, or a channel closed by a
-        # failed passive declare, is replaced here.
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            if self.connection.is_open:
-                self.connection.process_data_events(0)
-        if not self.connection.is_open:
-            self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-            self.channel = self.connection.channel()
-        if not self.channel.is_open:
-            self.channel = self.connection.channel()
-        return self.channel
 
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """RabbitMQ through a plain connection; the test's queues are deleted after."""
     require("rabbitmq")
-    broker = Broker()
+    broker = FaultsBroker()
     try:
         yield broker
     finally:
         broker.close()
-
-
-@pytest.fixture
-def queue_name(broker: Broker) -> str:
-    """The test's queue."""
-    return broker.name()
-
-
-@pytest.fixture
-def key() -> str:
-    """The application key of the test's pushes and workers."""
-    return new_key()
-
-
-@pytest.fixture
-def drivers() -> Iterator[Callable[..., AmqpDriver]]:
-    """Make amqp drivers; each is closed after the test."""
-    made: list[AmqpDriver] = []
-
-    def make(**settings: Any) -> AmqpDriver:
-        settings.setdefault("prefetch", 1)
-        driver = AmqpDriver(**settings)
-        made.append(driver)
-        return driver
-
-    yield make
-    for driver in made:
-        driver.close()
-
-
-@pytest.fixture
-def queue(drivers: Callable[..., AmqpDriver], queue_name: str, key: str) -> Queue:
-    """A `Queue` pushing to the test's amqp queue."""
-    driver = drivers(queue=queue_name)
-    return Queue({"amqp": lambda: driver}, "amqp", Signer(key))
 
 
 @pytest.fixture
@@ -200,26 +117,6 @@ def work_until_clean_exit(
     raise AssertionError(
         f"the worker died {WORKER_STARTS} times; the last one said:\n{last.output()}{last.errors()}"
     )
-
-
-def rabbitmqctl(*arguments: str) -> None:
-    """Run `rabbitmqctl`; skip (or fail under QUEUE_REQUIRE_SERVICES=1) without it."""
-    if shutil.which("rabbitmqctl") is None:
-        reason = "rabbitmqctl is not installed here"
-        if services_required():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    subprocess.run(["rabbitmqctl", *arguments], check=True, capture_output=True, timeout=60)
-
-
-def reserve(driver: AmqpDriver, queue: str, timeout: float = 10) -> Any:
-    """Reserve a message of `queue`, waiting for it to arrive."""
-    deadline = time.monotonic() + timeout
-    while (held := driver.reserve([queue])) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing arrived on {queue} (waited {timeout:g}s)")
-        driver.wait_for_jobs([queue], None, 0.1, threading.Event())
-    return held
 
 
 # Jobs that kill their worker ----------------------------------------------------------------
