@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -209,3 +210,12 @@ class SwallowsCancel(Queueable):
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             note(path, "swallowed")
+
+
+class AsyncKillsItsWorker(Queueable):
+    """An async job that ends its worker process the moment it runs."""
+
+    async def handle(self, path: str) -> None:
+        """Note the run, then exit the process at once."""
+        note(path, "poison")
+        os._exit(1)

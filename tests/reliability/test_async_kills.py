@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.database_fixtures import wait_until
 from tests.queueing import jobs_for_coroutines as coroutine_jobs
 from tests.reliability.conftest import Target, finish
@@ -101,3 +103,31 @@ def test_an_async_job_that_raises_is_retried_and_its_async_failed_awaited_once(
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.parametrize("target", ["amqp"], indirect=True)
+def test_an_async_poison_job_among_others_on_amqp_dies_run_times_and_the_rest_all_run(
+    target: Target, tmp_path: Path
+) -> None:
+    """Redelivered jobs run alone even with async jobs in flight, so deaths are counted right."""
+    markers = tmp_path / "async-markers"
+    markers.mkdir()
+    log = markers / "poison.txt"
+    target.queue.push(coroutine_jobs.AsyncKillsItsWorker, args=[str(log)])
+    # Plain async functions: one attempt each, so a death wrongly counted fails them.
+    others = [f"other-{number}" for number in range(9)]
+    for name in others:
+        target.queue.push(coroutine_jobs.async_function, args=[str(markers / "ran.txt"), name])
+
+    statuses = []
+    for _ in range(10):
+        worker = target.start_worker("--stop-when-empty", "--async-concurrency", "10")
+        statuses.append(finish(worker, 60))
+        if statuses[-1] == 0:
+            break
+
+    assert statuses[-1] == 0, statuses
+    assert _lines(log) == ["poison"] * coroutine_jobs.AsyncKillsItsWorker.run_times
+    assert set(_lines(markers / "ran.txt")) == {f"function {name}" for name in others}
+    [row] = target.failures()
+    assert row.reason == "died"

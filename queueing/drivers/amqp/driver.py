@@ -94,7 +94,11 @@ class AmqpDriver(Driver):
         self.where = broker_address(self.parameters)
         self._publishers = Publishers(self.parameters, self.where, self.publish_attempts)
         self._holding = HoldingQueues()
-        self._lock = threading.Lock()  # guards `_consumer`
+        self._lock = threading.Lock()  # guards `_consumer` and `_handed`
+        # Deliveries handed to the worker and not settled yet (async jobs in
+        # flight): while any is out, no suspect is taken, so a suspect always
+        # runs alone.
+        self._handed: set[int] = set()
         self._consumer: Consumer | None = None
 
     # Pushing ----------------------------------------------------------------------
@@ -175,19 +179,35 @@ class AmqpDriver(Driver):
         try:
             while True:
                 if consumer.suspects_due:
+                    if self._handing_out():
+                        # The jobs in hand end first; then the suspect runs alone.
+                        return None
                     held = self._reserve_suspect(consumer)
                     if held is not None:
-                        return held
+                        return self._hand_out(held)
                 received = consumer.take(queues)
                 if received is None:
                     return None
                 if not received.redelivered:
-                    return self._delivery(received, consumer)
+                    return self._hand_out(self._delivery(received, consumer))
                 self._give_back(consumer, [received, *consumer.take_redelivered()])
         except (StaleDelivery, amqp.AMQPError, OSError) as error:
             raise AmqpUnavailableError(
                 f"lost the consumer connection to RabbitMQ at {self.where}: {describe(error)}"
             ) from error
+
+    def _hand_out(self, delivery: Delivery) -> Delivery:
+        with self._lock:
+            self._handed.add(id(delivery))
+        return delivery
+
+    def _settled(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._handed.discard(id(delivery))
+
+    def _handing_out(self) -> bool:
+        with self._lock:
+            return bool(self._handed)
 
     def _reserve_suspect(self, consumer: Consumer) -> Delivery | None:
         """Hold nothing else, then take the next suspect; None (consuming again) when none waits.
@@ -308,10 +328,12 @@ class AmqpDriver(Driver):
 
     def acknowledge(self, held: Delivery) -> bool:
         """The job is done: acknowledge its message; False if its delivery was lost."""
+        self._settled(held)
         return held.consumer.acknowledge(held)
 
     def bury(self, held: Delivery) -> bool:
         """The job failed for good or was parked, and is stored: acknowledge its message."""
+        self._settled(held)
         return held.consumer.acknowledge(held)
 
     def release(self, held: Delivery, delay: float = 0.0, count_attempt: bool = True) -> bool:
@@ -323,6 +345,7 @@ class AmqpDriver(Driver):
         it killed no worker. False when the delivery was lost (the broker
         delivers the original again), and then nothing is published.
         """
+        self._settled(held)
         if not held.consumer.holds(held):
             return False
         again = self._again(held.envelope, delay, count_attempt)
