@@ -181,6 +181,8 @@ class DatabaseDriver(Driver):
         # Jobs reserved ahead of the one in hand, in the order they are due.
         self._ahead: deque[Reservation] = deque()
         self._lock = threading.Lock()
+        # Held while a job reserved ahead has its start counted or is given back.
+        self._starting = threading.RLock()
         self._statements: dict[tuple[str, str], str] = {}
         self._listening: set[str] = set()
 
@@ -447,16 +449,19 @@ class DatabaseDriver(Driver):
 
     def release_unstarted(self) -> int:
         """Give back the jobs reserved ahead that no attempt started; return how many."""
-        with self._lock:
-            ahead, self._ahead = list(self._ahead), deque()
-        given_back = 0
-        for reservation in ahead:
-            try:
-                given_back += self.release(reservation, 0.0, count_attempt=False)
-            except DriverUnavailableError:
-                # Its lease runs out and it is due again, its attempts as they were.
-                continue
-        return given_back
+        # Never in the middle of a settlement that counts the next job's start
+        # (the lease keeper's thread calls this while the worker settles).
+        with self._starting:
+            with self._lock:
+                ahead, self._ahead = list(self._ahead), deque()
+            given_back = 0
+            for reservation in ahead:
+                try:
+                    given_back += self.release(reservation, 0.0, count_attempt=False)
+                except DriverUnavailableError:
+                    # Its lease runs out and it is due again, its attempts as they were.
+                    continue
+            return given_back
 
     def _settle(
         self,
@@ -496,10 +501,15 @@ class DatabaseDriver(Driver):
                 cursor.execute(self._sql(dialect, statement), held)
                 return cursor.rowcount == 1, started
 
-        settled, started = self._on_kept(reservation.connection, action, settle)
-        if upcoming is not None and started:
-            self._mark_started(upcoming)
-        return settled
+        if upcoming is None:
+            return self._on_kept(reservation.connection, action, settle)[0]
+        with self._starting:
+            if self._upcoming() is not upcoming:
+                upcoming = None  # given back meanwhile: settle the job alone
+            settled, started = self._on_kept(reservation.connection, action, settle)
+            if upcoming is not None and started:
+                self._mark_started(upcoming)
+            return settled
 
     def _upcoming(self) -> Reservation | None:
         """The job reserved ahead that the worker takes next, if it is fresh and not counted."""
