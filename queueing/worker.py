@@ -304,7 +304,14 @@ class Worker:
             shares = getattr(self.driver, "shares_transaction_with", None)
             if bury_stored is not None and shares is not None and shares(held, store):
                 return bool(bury_stored(held, failure, store))
-            self.runner.record(result)
+            try:
+                store.store(failure)
+            except Exception as error:
+                # The job stays held and is settled again with backoff: it is
+                # never removed while its failure is kept nowhere.
+                raise DriverUnavailableError(
+                    f"cannot store the failure of job {failure.envelope.id}: {error}"
+                ) from error
         return self.driver.bury(held)
 
     def _attempt(self, prepared: Prepared | Result) -> Result:
@@ -395,7 +402,9 @@ class Worker:
                 if self._grace_at is not None and time.monotonic() > self._grace_at:
                     self.errors(f"giving up settling the job while stopping: {error}")
                     return
-                self.errors(f"{self.driver.name} unavailable, settling again in {delay:g}s")
+                self.errors(
+                    f"{self.driver.name} unavailable, settling again in {delay:g}s: {error}"
+                )
                 time.sleep(delay)
                 delay = min(MAX_BACKOFF, delay * 2)
 

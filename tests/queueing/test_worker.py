@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 
 from container import Container
-from queueing import Envelope, JobRunner, Queueable
+from queueing import Envelope, JobRunner, Queueable, Signer
 from queueing.drivers.base import DriverUnavailableError
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import Backend, open_backend
@@ -505,3 +506,48 @@ def test_a_settlement_the_driver_refuses_for_good_is_reported_once_and_the_worke
     assert worker.run() == 0
     assert [len(driver.of(envelope, "acknowledge")) for envelope in envelopes] == [1, 1]
     assert errors == ["leasing refused to settle the job: the broker refused it"] * 2
+
+
+class Doomed(Queueable):
+    """Fails on its only attempt."""
+
+    run_again_on_fail = False
+
+    def handle(self) -> None:
+        raise ValueError("doomed")
+
+
+class StoreDownOnce:
+    """A failed-job store whose server is down for the first call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.stored: list[Any] = []
+
+    def store(self, failure: Any) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("the failed_jobs database is down")
+        self.stored.append(failure)
+
+
+def test_a_failed_job_is_not_removed_until_its_failure_is_stored(
+    container: Container, signer: Signer, envelope_for: Callable[..., Envelope]
+) -> None:
+    store = StoreDownOnce()
+    runner = JobRunner(container, signer, store)
+    [envelope] = [envelope_for(Doomed)]
+    driver = LeasingDriver([envelope], retry_after=60)
+    errors: list[str] = []
+
+    Worker(
+        driver,
+        runner,
+        WorkerOptions(stop_when_empty=True, quiet=True, sleep=0.05),
+        output=lambda _line: None,
+        errors=errors.append,
+    ).run()
+
+    assert store.calls == 2 and [failure.envelope.id for failure in store.stored] == [envelope.id]
+    assert len(driver.of(envelope, "bury")) == 1
+    assert any("cannot store the failure" in line for line in errors)
