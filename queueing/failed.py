@@ -149,6 +149,10 @@ class StoredFailure:
 Requeue = Callable[[Connection, StoredFailure], None]
 
 
+class FailedJobBusyError(RuntimeError):
+    """Another process retried or replaced the failed job at the same moment."""
+
+
 class FailedTableMissingError(MissingTableError):
     """The `failed_jobs` table does not exist on the configured connection."""
 
@@ -329,15 +333,32 @@ class DatabaseFailedJobStore:
         so a job that runs and fails again at once stores its new failure,
         which replaces the marked row; the delete afterwards removes only the
         marked row as it was read. If `push` raises, the row gets its reason
-        back. A crash after the push leaves the job queued and its row marked
+        back. Only one retry claims a row; another, at the same moment or of a
+        row still marked, raises `FailedJobBusyError` and queues nothing. A
+        crash after the push leaves the job queued and its row marked
         `retrying`: listed, never lost.
         """
         failure = self.find(identifier)
         if failure is None:
             return None
+        if failure.reason == RETRYING:
+            raise FailedJobBusyError(
+                f"failed job {failure.id} is being retried already; if that retry died, its "
+                f"job was probably queued: look before `craft queue:forget {failure.id}`"
+            )
         this_row = (failed_jobs.c.id == failure.id) & (failed_jobs.c.failed_at == failure.failed_at)
         with self._writing() as connection:
-            connection.execute(update(failed_jobs).where(this_row).values(reason=RETRYING))
+            # Only one retry claims the row: the mark applies to the row as read.
+            claimed = connection.execute(
+                update(failed_jobs)
+                .where(this_row, failed_jobs.c.reason == failure.reason)
+                .values(reason=RETRYING)
+            ).rowcount
+        if claimed != 1:
+            raise FailedJobBusyError(
+                f"failed job {failure.id} changed while it was being retried "
+                "(another retry took it); nothing was queued"
+            )
         try:
             push(failure)
         except BaseException:

@@ -20,7 +20,7 @@ from craft.supervisor import Supervisor, announce_ready, worker_number
 from queueing import FailedJobStore, JobRunner, MissingKeyError, Queue, UnknownDriverError
 from queueing.delay import seconds_to_wait
 from queueing.drivers.base import Driver, DriverUnavailableError
-from queueing.failed import DatabaseFailedJobStore, FailedTableMissingError
+from queueing.failed import DatabaseFailedJobStore, FailedJobBusyError, FailedTableMissingError
 from queueing.operations import NoSuchFailedJobError, retry_failed
 from queueing.reporting import short_name
 from queueing.worker import ReservingDriver, Worker, WorkerOptions
@@ -53,6 +53,7 @@ def _run(action: Callable[[], Any]) -> Any:
         return action()
     except (
         DriverUnavailableError,
+        FailedJobBusyError,
         FailedTableMissingError,
         MissingKeyError,
         NoSuchFailedJobError,

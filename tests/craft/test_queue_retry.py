@@ -14,6 +14,7 @@ import pytest
 
 from queueing import Queue
 from queueing.drivers.sync import SyncDriver
+from queueing.failed import FailedJobBusyError, StoredFailure
 from tests.database_fixtures import (
     ENGINES,
     Backend,
@@ -105,3 +106,22 @@ def test_a_retry_whose_push_cannot_be_made_exits_non_zero_and_keeps_the_failed_r
     assert result.stderr.startswith("craft: ")
     assert backend.failures() == [before]
     assert backend.jobs() == []
+
+
+def test_two_retries_of_one_failed_job_push_it_once(
+    backend: Backend, broken: Path, tmp_path: Path
+) -> None:
+    fail_on_sync(backend, broken)
+    [before] = backend.failures()
+    pushed: list[str] = []
+
+    def push_and_race(failure: StoredFailure) -> None:
+        # A second retry of the same row starts while the first is pushing.
+        with pytest.raises(FailedJobBusyError):
+            backend.store.retry_elsewhere(failure.id, lambda other: pushed.append("second"))
+        pushed.append("first")
+
+    backend.store.retry_elsewhere(before.id, push_and_race)
+
+    assert pushed == ["first"]
+    assert backend.failures() == []
