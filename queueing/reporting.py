@@ -211,8 +211,7 @@ class LineFormat:
         return GAP.join([*self._leading(), text])
 
     def _leading(self) -> list[str]:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        columns = [self._style(stamp, dim=True)]
+        columns = [self._style(_stamp(), dim=True)]
         if self.process:
             columns.append(self.process)
         return columns
@@ -237,6 +236,17 @@ class LineFormat:
 
     def _style(self, text: str, **styles: Any) -> str:
         return click.style(text, **styles) if self.colour and styles else text
+
+
+_stamped: list[Any] = [None, ""]
+
+
+def _stamp() -> str:
+    """The local time to the second, formatted once per second (workers print thousands)."""
+    second = int(time.time())
+    if _stamped[0] != second:
+        _stamped[:] = [second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))]
+    return str(_stamped[1])
 
 
 def result_line(result: Result) -> str:
