@@ -155,9 +155,26 @@ class Prepared:
             target = obj
         if target is None:
             return False
-        return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        # A bound method's function is the same object job after job: ask once.
+        key = getattr(target, "__func__", target)
+        try:
+            known = _ASYNC_CALLBACKS.get(key)
+        except TypeError:  # unhashable
+            known, key = None, None
+        if known is not None:
+            return known
+        answer = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             getattr(target, "__call__", None)  # noqa: B004 - an object whose __call__ is async
         )
+        if key is not None:
+            if len(_ASYNC_CALLBACKS) >= 4096:
+                _ASYNC_CALLBACKS.clear()  # functions unpickled by value are new each job
+            _ASYNC_CALLBACKS[key] = answer
+        return answer
+
+
+# Callback functions -> whether they are coroutine functions (see `Prepared.is_async`).
+_ASYNC_CALLBACKS: dict[Any, bool] = {}
 
 
 class JobRunner:

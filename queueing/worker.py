@@ -133,6 +133,7 @@ class Worker:
         self._lease_keeper: LeaseKeeper | None = None
         self._watch: StillRunning | None = None
         self._jobs: JobLoop | None = None
+        self._armed = False
         self._async_started: dict[int, float] = {}
 
     # Running ----------------------------------------------------------------------
@@ -462,7 +463,10 @@ class Worker:
         deadlines = [at for at in (self._timeout_at, self._grace_at) if at is not None]
         if deadlines:
             signal.setitimer(signal.ITIMER_REAL, max(0.001, min(deadlines) - time.monotonic()))
+            self._armed = True
 
     def _disarm(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        # Only a timer that was set needs clearing: most jobs run with none.
+        if self._armed and threading.current_thread() is threading.main_thread():
             signal.setitimer(signal.ITIMER_REAL, 0)
+            self._armed = False
