@@ -164,7 +164,8 @@ def _amqp_target(folder: Path) -> Iterator[Target]:
                     queue=Queue({"amqp": lambda: driver}, "amqp", Signer(store.key)),
                     retry_after=0.0,
                     misconfiguration=((), {"QUEUE_AMQP_PASSWORD": "not-the-password"}),
-                    pending=lambda: _ready_messages(name),
+                    # Suspects wait in their own queue beside the job queue.
+                    pending=lambda: _ready_messages(name) + _ready_messages(f"{name}.suspects"),
                     holds_leases=lambda: False,
                     failures=store.failures,
                     started=started,

@@ -26,7 +26,7 @@ from tests.database_fixtures import (
     workers,
 )
 from tests.queueing.drivers import jobs_for_database as jobs
-from tests.services import answers
+from tests.services import answers, services_required
 
 POSTGRESQL_VERSION = next(iter(sorted(path.name for path in Path("/etc/postgresql").glob("*"))), "")
 
@@ -82,7 +82,10 @@ TOOLS = {"postgresql": "pg_ctlcluster", "mariadb": "mysqladmin"}
 def server_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Empty tables on a server this machine can restart."""
     if shutil.which(TOOLS[request.param]) is None:
-        pytest.skip(f"{TOOLS[request.param]} is not installed, so the server cannot be restarted")
+        reason = f"{TOOLS[request.param]} is not installed, so the server cannot be restarted"
+        if services_required():
+            pytest.fail(f"{reason}, and QUEUE_REQUIRE_SERVICES=1 requires it", pytrace=False)
+        pytest.skip(reason)
     with open_backend(request.param, tmp_path) as backend:
         yield backend
 
