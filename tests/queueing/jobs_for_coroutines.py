@@ -219,3 +219,15 @@ class AsyncKillsItsWorker(Queueable):
         """Note the run, then exit the process at once."""
         note(path, "poison")
         os._exit(1)
+
+
+def returns_a_coroutine(path: str, name: str) -> Awaitable[None]:
+    """A plain function whose result is awaitable: the runner must await it."""
+    return async_function(path, name)
+
+
+def notes_its_thread(path: str) -> None:
+    """A sync job: note the name of the thread it runs on."""
+    import threading
+
+    note(path, threading.current_thread().name)

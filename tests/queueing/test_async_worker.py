@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -231,3 +232,18 @@ def test_sync_and_async_jobs_share_one_queue_and_all_run(tmp_path: Path) -> None
         assert lines(log) == ["met"] * AT_ONCE * 2
         assert len(database_jobs.markers(markers)) == 5
         assert backend.jobs() == [] and backend.failures() == []
+
+
+def test_a_sync_job_runs_on_the_workers_thread_never_on_the_event_loop(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    threads = tmp_path / "threads.txt"
+    with open_backend("sqlite", tmp_path) as backend:
+        backend.queue.push(jobs.QuickAsync, args=[str(tmp_path), "async"])
+        backend.queue.push(jobs.notes_its_thread, args=[str(threads)])
+        backend.queue.push(jobs.QuickAsync, args=[str(tmp_path), "async-again"])
+
+        run(backend.driver, backend.runner, ["default"], 3)
+
+        assert lines(threads) == [threading.current_thread().name]
+        assert sorted(lines(tmp_path / "ran.txt")) == ["async", "async-again"]
+        assert not log.exists()

@@ -294,3 +294,33 @@ def test_a_job_that_swallows_its_timeout_cancellation_is_still_failed_as_timed_o
     assert result.outcome is Outcome.FAILED
     assert result.error_text == "TimeoutError: job timed out after 0.05s"
     assert "swallowed its cancellation" in caplog.text
+
+
+def test_a_plain_function_whose_result_is_awaitable_is_awaited(log: Path) -> None:
+    signer = Signer(new_key())
+    runner = JobRunner(container(), signer, _NoStore())
+    queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
+
+    queue.push(jobs.returns_a_coroutine, args=[str(log), "ada"])
+
+    assert lines(log) == ["function ada"]
+
+
+def test_an_async_driver_push_from_inside_a_running_event_loop_runs_the_async_job(
+    log: Path,
+) -> None:
+    signer = Signer(new_key())
+    runner = JobRunner(container(), signer, _NoStore())
+    driver = AsyncDriver(runner)
+    queue = Queue({"async": lambda: driver}, "async", signer)
+
+    async def route() -> None:
+        queue.push(jobs.async_function, args=[str(log), "from a loop"])
+
+    try:
+        asyncio.run(route())
+        assert driver.drain(30)
+    finally:
+        driver.close()
+
+    assert lines(log) == ["function from a loop"]
