@@ -15,6 +15,7 @@ from queueing.drivers.amqp import (
     holding_queue_name,
 )
 from tests.queueing.drivers import jobs_for_amqp as jobs
+from tests.queueing.drivers import jobs_for_database as database_jobs
 from tests.queueing.drivers.amqp.support import (
     Broker,
     reserve,
@@ -137,3 +138,24 @@ def test_a_wait_of_49_days_is_held_by_the_broker_and_a_longer_one_refused_at_pus
 
     [counts] = driver.counts()
     assert (counts.pending, counts.delayed) == (0, 1)
+
+
+def test_a_job_that_releases_itself_waits_in_a_holding_queue_with_its_attempt_given_back(
+    queue: Queue,
+    driver: AmqpDriver,
+    runner: JobRunner,
+    broker: Broker,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    broker.delayed(queue_name, 0.2)
+    queue.push(database_jobs.ReleasesOnce, args=[str(markers), "polite"])
+
+    lines = work(driver, runner, queue_name, max_jobs=2)
+
+    assert len(database_jobs.markers(markers, "polite", "attempt")) == 2
+    assert len(database_jobs.markers(markers, "polite")) == 1
+    assert "released" in lines[0] and "done" in lines[1]
+    assert settled(driver, broker, queue_name)
