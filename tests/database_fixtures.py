@@ -295,7 +295,9 @@ def start_worker(
     number = len(list(logs.glob("*.out")))
     stdout = logs / f"{tag}-{number}.out"
     stderr = logs / f"{tag}-{number}.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
+    # Appending: every write of the worker (and of its children, under
+    # --concurrency) lands whole at the end, never over another's.
+    with stdout.open("ab") as out, stderr.open("ab") as err:
         process = subprocess.Popen(
             [str(CRAFT), "queue:work", *arguments],
             cwd=project,

@@ -230,7 +230,7 @@ class WorkerProcess:
         number = len(list(folder.glob("worker-*.out")))
         self.stdout = folder / f"worker-{number}.out"
         self.stderr = folder / f"worker-{number}.err"
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+        with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.process = subprocess.Popen(
                 [str(CRAFT), "queue:work", "--driver", "amqp", *arguments],
                 cwd=ROOT,
