@@ -10,7 +10,6 @@ job that awaits for ever.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -18,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
 from container import Container
@@ -36,6 +34,7 @@ from tests.database_fixtures import (
     workers,
 )
 from tests.queueing import jobs_for_coroutines as jobs
+from tests.queueing.coroutine_support import NoFailures, delete_amqp_queues
 from tests.queueing.drivers import jobs_for_database as database_jobs
 from tests.services import require
 
@@ -90,12 +89,12 @@ def test_200_async_jobs_that_need_10_running_at_once_all_finish_on_an_amqp_worke
             *[jobs.Rendezvous] * COUNT, args=[str(log), AT_ONCE, meeting]
         )
 
-        output = run(driver, JobRunner(Container(), signer, _Fails()), [name], COUNT)
+        output = run(driver, JobRunner(Container(), signer, NoFailures()), [name], COUNT)
 
         assert lines(log) == ["met"] * COUNT, output[-5:]
     finally:
         driver.close()
-        _delete_queues(name, f"{name}.suspects")
+        delete_amqp_queues(name, f"{name}.suspects")
 
 
 # Worker processes ---------------------------------------------------------------------
@@ -198,22 +197,6 @@ def test_timeout_cancels_an_async_job_that_awaits_for_ever_and_the_worker_goes_o
         [row] = backend.failures()
         assert row.uuid == sleeper
         assert "timed out after 0.5s" in row.message
-
-
-class _Fails:
-    def store(self, failure: Any) -> None:
-        raise AssertionError(f"no job should fail here: {failure.message}")
-
-
-def _delete_queues(*names: str) -> None:
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-    try:
-        channel = connection.channel()
-        for name in names:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                channel.queue_delete(name)
-    finally:
-        connection.close()
 
 
 def test_sync_and_async_jobs_share_one_queue_and_all_run(tmp_path: Path) -> None:

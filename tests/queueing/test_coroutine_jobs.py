@@ -12,7 +12,6 @@ refused at push.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import sqlite3
 import uuid
@@ -21,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
 from container import Container
@@ -32,6 +30,7 @@ from queueing.payload import seal
 from queueing.worker import Worker, WorkerOptions
 from tests.database_fixtures import ENGINES, new_key, open_backend
 from tests.queueing import jobs_for_coroutines as jobs
+from tests.queueing.coroutine_support import NoFailures, delete_amqp_queues
 from tests.services import require
 
 KINDS = jobs.kinds()
@@ -68,7 +67,7 @@ def test_an_async_job_is_awaited_on_the_in_process_drivers(
     kind: str, driver_name: str, log: Path
 ) -> None:
     signer = Signer(new_key())
-    runner = JobRunner(container(), signer, _NoStore())
+    runner = JobRunner(container(), signer, NoFailures())
     driver: Any = SyncDriver(runner) if driver_name == "sync" else AsyncDriver(runner)
     job, expected = KINDS[kind]
     try:
@@ -106,12 +105,12 @@ def test_every_kind_of_async_job_is_awaited_by_an_amqp_worker(log: Path) -> None
         for job, _expected in KINDS.values():
             queue.push(job, args=[str(log), "ada"])
 
-        work_until_empty(driver, JobRunner(container(), signer, _NoStore()), [name], len(KINDS))
+        work_until_empty(driver, JobRunner(container(), signer, NoFailures()), [name], len(KINDS))
 
         assert sorted(lines(log)) == sorted(expected for _job, expected in KINDS.values())
     finally:
         driver.close()
-        _delete_queues(name, f"{name}.suspects")
+        delete_amqp_queues(name, f"{name}.suspects")
 
 
 def test_an_async_job_that_raises_is_retried_then_its_async_failed_is_awaited_once(
@@ -130,7 +129,7 @@ def test_an_async_job_that_raises_is_retried_then_its_async_failed_is_awaited_on
 
 def test_a_sync_push_of_an_async_job_works_from_inside_a_running_event_loop(log: Path) -> None:
     signer = Signer(new_key())
-    runner = JobRunner(container(), signer, _NoStore())
+    runner = JobRunner(container(), signer, NoFailures())
     queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
 
     async def route() -> None:
@@ -143,7 +142,7 @@ def test_a_sync_push_of_an_async_job_works_from_inside_a_running_event_loop(log:
 
 def test_pushing_a_coroutine_object_is_refused_and_leaves_no_warning() -> None:
     signer = Signer(new_key())
-    runner = JobRunner(container(), signer, _NoStore())
+    runner = JobRunner(container(), signer, NoFailures())
     queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
 
     with warnings.catch_warnings():
@@ -151,24 +150,6 @@ def test_pushing_a_coroutine_object_is_refused_and_leaves_no_warning() -> None:
         with pytest.raises(ValueError, match="push the function, not the coroutine it returned"):
             queue.push(jobs.async_function("unused", "never"))
         gc.collect()
-
-
-class _NoStore:
-    """Failures of these tests would be assertion errors; nothing needs keeping."""
-
-    def store(self, failure: Any) -> None:
-        raise AssertionError(f"no job should fail here: {failure.message}")
-
-
-def _delete_queues(*names: str) -> None:
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-    try:
-        channel = connection.channel()
-        for name in names:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                channel.queue_delete(name)
-    finally:
-        connection.close()
 
 
 # Pushing from async code -------------------------------------------------------------
@@ -298,7 +279,7 @@ def test_a_job_that_swallows_its_timeout_cancellation_is_still_failed_as_timed_o
 
 def test_a_plain_function_whose_result_is_awaitable_is_awaited(log: Path) -> None:
     signer = Signer(new_key())
-    runner = JobRunner(container(), signer, _NoStore())
+    runner = JobRunner(container(), signer, NoFailures())
     queue = Queue({"sync": lambda: SyncDriver(runner)}, "sync", signer)
 
     queue.push(jobs.returns_a_coroutine, args=[str(log), "ada"])
@@ -310,7 +291,7 @@ def test_an_async_driver_push_from_inside_a_running_event_loop_runs_the_async_jo
     log: Path,
 ) -> None:
     signer = Signer(new_key())
-    runner = JobRunner(container(), signer, _NoStore())
+    runner = JobRunner(container(), signer, NoFailures())
     driver = AsyncDriver(runner)
     queue = Queue({"async": lambda: driver}, "async", signer)
 
