@@ -37,8 +37,11 @@ from tests.database_fixtures import (
     start_worker,
     wait_until,
 )
+from tests.queueing import jobs_for_coroutines as coroutine_jobs
+from tests.queueing.coroutine_support import NoFailures
 from tests.queueing.drivers import jobs_for_amqp as jobs
 from tests.queueing.drivers import jobs_for_amqp_faults as faults
+from tests.queueing.drivers import jobs_for_database as database_jobs
 from tests.queueing.drivers.amqp.support import Broker, rabbitmqctl, reserve
 from tests.services import require
 
@@ -377,3 +380,65 @@ def test_a_forged_message_with_a_255_character_id_is_stored_as_refused_and_ackno
     assert claimed in record.message
     driver.close()
     assert broker.ready(queue_name) == 0
+
+
+def test_a_copy_delivered_again_after_its_failure_was_stored_does_not_fail_twice(
+    drivers: Callable[..., AmqpDriver],
+    queue: Queue,
+    broker: Broker,
+    queue_name: str,
+    key: str,
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "failed-calls.txt"
+    [job_id] = queue.push(database_jobs.ExplodeAndNote, args=[str(journal)])
+    connections = Connections({"failed": engine_url("sqlite", tmp_path)}, "failed")
+    engine = connections.engine("failed")
+    metadata.create_all(engine, tables=[failed_jobs])
+    store = DatabaseFailedJobStore(connections, "failed")
+    runner = JobRunner(Container(), Signer(key), store)
+
+    # The failure is stored, then the delivery is lost before its acknowledgement.
+    lost = drivers(queue=queue_name)
+    result = runner.attempt(reserve(lost, queue_name).envelope)
+    assert result.failure is not None
+    store.store(result.failure)
+    lost.close()
+
+    lines: list[str] = []
+    Worker(
+        drivers(queue=queue_name),
+        runner,
+        WorkerOptions(queues=[queue_name], stop_when_empty=True, sleep=0.05),
+        output=lines.append,
+        errors=lines.append,
+    ).run()
+
+    assert journal.read_text().splitlines() == ["failed() called"]
+    [failure] = rows(engine, failed_jobs)
+    assert (failure.uuid, failure.reason) == (job_id, "failed")
+    assert any("stored already" in line for line in lines), lines
+    assert broker.ready(queue_name) == 0
+    assert broker.ready(suspects_queue_name(queue_name)) == 0
+
+
+def test_an_amqp_worker_closes_each_jobs_scoped_service(
+    drivers: Callable[..., AmqpDriver], queue: Queue, queue_name: str, key: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.txt"
+    container = Container()
+    container.scoped(coroutine_jobs.Session)
+    coroutine_jobs.Session.opened.clear()
+    queue.push(coroutine_jobs.UsesSession, coroutine_jobs.UsesSession, args=[str(log)])
+
+    Worker(
+        drivers(queue=queue_name),
+        JobRunner(container, Signer(key), NoFailures()),
+        WorkerOptions(queues=[queue_name], max_jobs=2, sleep=0.05, quiet=True),
+        output=lambda _line: None,
+        errors=lambda _line: None,
+    ).run()
+
+    assert log.read_text().splitlines() == ["same=True open=True"] * 2
+    assert len(coroutine_jobs.Session.opened) == 2
+    assert all(session.closed for session in coroutine_jobs.Session.opened)
