@@ -412,12 +412,7 @@ class JobRunner:
         if isinstance(instance, Queueable):
             self._call_failed(instance, self._failed_payload(envelope, job), error)
         elif policy is not None:
-            logger.error(
-                "job %s (%s): failed() not called, the job could not be built: %s",
-                envelope.id,
-                envelope.name,
-                text,
-            )
+            _not_built(envelope, text)
         failure = FailedJob.from_error(envelope, error, self.clock.now())
         return Result(envelope, Outcome.FAILED, duration, 0.0, text, trace, error, failure)
 
@@ -463,12 +458,7 @@ class JobRunner:
                 try:
                     instance = self.container.make(obj)
                 except Exception as build_error:
-                    logger.error(
-                        "job %s (%s): failed() not called, the job could not be built: %s",
-                        envelope.id,
-                        envelope.name,
-                        build_error,
-                    )
+                    _not_built(envelope, build_error)
                     instance = None
             if isinstance(instance, Queueable):
                 self._call_failed(instance, self._failed_payload(envelope, job), error)
@@ -559,3 +549,13 @@ def _attempts_allowed(obj: Any) -> int:
 def _ran_out(error: TimeoutError) -> bool:
     """Whether `error` came from `asyncio.timeout` itself, not from inside the job."""
     return isinstance(error.__cause__, asyncio.CancelledError)
+
+
+def _not_built(envelope: Envelope, error: object) -> None:
+    """Log that a Queueable's `failed()` cannot be called: the job could not be built."""
+    logger.error(
+        "job %s (%s): failed() not called, the job could not be built: %s",
+        envelope.id,
+        envelope.name,
+        error,
+    )

@@ -306,17 +306,7 @@ class DatabaseDriver(Driver):
     def _start(self, reservation: Reservation) -> bool:
         """Count the attempt of a job reserved ahead before it runs; False if its lease is gone."""
         values = {"next": reservation.row_id, "next_token": reservation.token}
-
-        def start(cursor: Any, dialect: str) -> bool:
-            with (
-                contextlib.nullcontext()
-                if dialect != "sqlite"
-                else _transaction_on(cursor, dialect)
-            ):
-                cursor.execute(self._sql(dialect, START), values)
-                return cursor.rowcount == 1
-
-        return self._on_kept(reservation.connection, "start a job on", start)
+        return self._settle(reservation, "start a job on", START, values, start_next=False)
 
     def _reserve_from(self, name: str, queue: str) -> list[Reservation]:
         now = milliseconds(self.clock.now())
