@@ -253,8 +253,8 @@ def test_a_job_caught_in_hand_by_two_kills_after_one_in_a_killed_prefetch_is_sto
     broker: Broker,
     queue_name: str,
     markers_dir: Path,
-    key: str,
-    tmp_path: Path,
+    storing_runner: JobRunner,
+    sqlite_failed_store: DatabaseFailedJobStore,
 ) -> None:
     # What the kill storm's "never ran" was: the job sat prefetched behind
     # another one when a worker was killed (an unconfirmed death), then was in
@@ -279,13 +279,10 @@ def test_a_job_caught_in_hand_by_two_kills_after_one_in_a_killed_prefetch_is_sto
         assert take_until_caught(caught_in_hand) == attempts
         caught_in_hand.close()
 
-    connections = Connections({"failed": engine_url("sqlite", tmp_path)}, "failed")
-    engine = connections.engine("failed")
-    metadata.create_all(engine, tables=[failed_jobs])
-    runner = JobRunner(Container(), Signer(key), DatabaseFailedJobStore(connections, "failed"))
+    engine = sqlite_failed_store.engine
     Worker(
         drivers(queue=queue_name),
-        runner,
+        storing_runner,
         WorkerOptions(queues=[queue_name], stop_when_empty=True, sleep=0.05, quiet=True),
         output=lambda _line: None,
         errors=lambda _line: None,
@@ -387,16 +384,13 @@ def test_a_copy_delivered_again_after_its_failure_was_stored_does_not_fail_twice
     queue: Queue,
     broker: Broker,
     queue_name: str,
-    key: str,
+    storing_runner: JobRunner,
+    sqlite_failed_store: DatabaseFailedJobStore,
     tmp_path: Path,
 ) -> None:
     journal = tmp_path / "failed-calls.txt"
     [job_id] = queue.push(database_jobs.ExplodeAndNote, args=[str(journal)])
-    connections = Connections({"failed": engine_url("sqlite", tmp_path)}, "failed")
-    engine = connections.engine("failed")
-    metadata.create_all(engine, tables=[failed_jobs])
-    store = DatabaseFailedJobStore(connections, "failed")
-    runner = JobRunner(Container(), Signer(key), store)
+    runner, store, engine = storing_runner, sqlite_failed_store, sqlite_failed_store.engine
 
     # The failure is stored, then the delivery is lost before its acknowledgement.
     lost = drivers(queue=queue_name)
